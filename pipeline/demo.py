@@ -1,0 +1,222 @@
+"""``cxpulse run``: the whole pipeline on one machine, with a live board in the terminal.
+
+Starts (only what is not already there) a local Kafka broker, a compute worker and a sink
+worker as child processes, feeds simulated traffic, refreshes the KPI board, then drains
+and stops everything it started, in reverse order, on Ctrl-C or after ``--duration``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline.board import fetch_board, render_board
+from pipeline.config import Settings
+from pipeline.errors import CxpulseError
+from pipeline.logs import kv
+from pipeline.topics import ensure_topics
+
+__all__ = ["KAFKA_SCRIPT", "run_demo"]
+
+log = logging.getLogger(__name__)
+KAFKA_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "kafka" / "kafka.sh"
+
+
+def _reachable(bootstrap: str) -> bool:
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _start_local_kafka(settings: Settings) -> Path | None:
+    """Start the project's broker under ``<data_dir>/kafka`` unless one already answers."""
+    bootstrap = settings.kafka.bootstrap_servers
+    if _reachable(bootstrap):
+        click.echo(f"using the Kafka broker at {bootstrap}")
+        return None
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    if host not in ("127.0.0.1", "localhost") or "," in bootstrap:
+        raise CxpulseError(
+            f"no Kafka broker answers at {bootstrap} (start it, or unset "
+            "CXPULSE_KAFKA__BOOTSTRAP_SERVERS to let cxpulse run a local one)"
+        )
+    if not KAFKA_SCRIPT.exists():
+        raise CxpulseError(f"{KAFKA_SCRIPT} is missing: run cxpulse from a source checkout")
+    kafka_dir = (settings.data_dir / "kafka").resolve()
+    click.echo(f"starting a local Kafka broker on port {port} (data in {kafka_dir}) ...")
+    started = time.monotonic()
+    result = subprocess.run(
+        ["bash", str(KAFKA_SCRIPT), "start", "--dir", str(kafka_dir), "--port", port],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "CXPULSE_PYTHON": sys.executable},
+    )
+    if result.returncode != 0:
+        raise CxpulseError(
+            f"local Kafka did not start: {result.stderr.strip().splitlines()[-1:]} "
+            f"(logs in {kafka_dir}/logs)"
+        )
+    click.echo(f"Kafka ready in {time.monotonic() - started:.1f}s")
+    return kafka_dir
+
+
+def _stop_local_kafka(kafka_dir: Path) -> None:
+    subprocess.run(
+        ["bash", str(KAFKA_SCRIPT), "stop", "--dir", str(kafka_dir)],
+        capture_output=True,
+        check=False,
+    )
+
+
+def _spawn_worker(settings: Settings, role: str, log_dir: Path) -> subprocess.Popen[bytes]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out = (log_dir / f"{role}.log").open("ab")
+    cmd = [sys.executable, "-m", "pipeline", "worker", "--role", role]
+    return subprocess.Popen(
+        cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def _board(settings: Settings) -> dict[str, Any] | None:
+    try:
+        return fetch_board(settings, url=f"http://127.0.0.1:{settings.ports.sink_web}")
+    except CxpulseError:
+        return None
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    duration: float,
+    rate: float,
+    seed: int,
+    refresh: float,
+    keep_broker: bool,
+) -> int:
+    from pipeline.producer import run_simulation
+
+    if not settings.clickhouse.is_embedded:
+        click.echo(f"writing to ClickHouse at {settings.clickhouse.dsn} (server DSN)")
+    kafka_dir = _start_local_kafka(settings)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    stop = threading.Event()
+    report: dict[str, Any] = {}
+    exit_code = 0
+    log_dir = (settings.data_dir / "logs").resolve()
+    try:
+        ensure_topics(settings)
+        procs["sink"] = _spawn_worker(settings, "sink", log_dir)
+        procs["compute"] = _spawn_worker(settings, "compute", log_dir)
+        click.echo(f"workers started (logs in {log_dir}); simulating {rate:g} events/s ...")
+
+        def produce() -> None:
+            try:
+                report.update(
+                    run_simulation(
+                        settings,
+                        rate=rate,
+                        duration=duration,
+                        history_days=None,
+                        seed=seed,
+                        incidents=(),
+                        truth=None,
+                        malformed_rate=0.002,
+                        duplicate_rate=0.005,
+                        late_rate=0.002,
+                        output=None,
+                        stop=stop,
+                    )
+                )
+            except Exception as exc:  # surfaced after the loop
+                report["error"] = str(exc)
+
+        producer = threading.Thread(target=produce, name="simulator", daemon=True)
+        producer.start()
+        deadline = time.monotonic() + duration
+        while producer.is_alive() and time.monotonic() < deadline + 5:
+            producer.join(refresh)
+            for role, proc in procs.items():
+                if proc.poll() is not None:
+                    raise CxpulseError(
+                        f"the {role} worker exited ({proc.returncode}); see {log_dir}/{role}.log"
+                    )
+            payload = _board(settings)
+            if payload is not None:
+                _show(payload, time.monotonic() - (deadline - duration))
+        if "error" in report:
+            raise CxpulseError(f"simulator failed: {report['error']}")
+        click.echo("traffic done; waiting for the pipeline to drain ...")
+        _drain(settings, report.get("by_kind", {}).get("valid", 0))
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: stopping cleanly ...")
+        stop.set()
+        exit_code = 130
+    finally:
+        stop.set()
+        payload = _board(settings)
+        for role in ("compute", "sink"):
+            if role in procs:
+                _stop(procs[role])
+        if kafka_dir is not None and not keep_broker:
+            _stop_local_kafka(kafka_dir)
+            click.echo("local Kafka stopped")
+    if payload is not None:
+        _show(payload, None)
+    if report:
+        click.echo(
+            f"produced {report.get('events', 0):,} messages "
+            f"({', '.join(f'{k}={v:,}' for k, v in sorted(report.get('by_kind', {}).items()))})"
+        )
+    log.info("run finished", extra=kv(exit_code=exit_code))
+    return exit_code
+
+
+def _drain(settings: Settings, expected_min: int, timeout: float = 60.0) -> None:
+    """Wait until stored event counts stop moving (the sink caught up)."""
+    last, stable_since = -1, time.monotonic()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        payload = _board(settings)
+        events = int(((payload or {}).get("totals") or {}).get("events") or 0)
+        if events != last:
+            last, stable_since = events, time.monotonic()
+        elif events >= expected_min * 0.9 and time.monotonic() - stable_since > 4:
+            return
+        time.sleep(1)
+
+
+def _show(payload: dict[str, Any], elapsed: float | None) -> None:
+    tty = sys.stdout.isatty()
+    if tty and elapsed is not None:
+        click.echo("\x1b[2J\x1b[H", nl=False)
+    title = "final KPIs" if elapsed is None else f"live KPIs (t={elapsed:.0f}s)"
+    click.echo(f"\n== cxpulse {title}: last 15 minutes of event time, per team ==")
+    click.echo(render_board(payload))
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()

@@ -1,0 +1,245 @@
+"""The interaction event contract (``shared/kpi-definitions.md``): parse and validate.
+
+``parse_event(raw)`` turns the bytes of one Kafka message into an :class:`Event` or raises
+:class:`~pipeline.errors.InvalidEvent` whose ``reason`` is the dead-letter reason code. The
+checks run in the contract's order (first failure wins): ``invalid_utf8``, ``invalid_json``,
+``not_an_object``, ``missing_field:<f>``, ``unknown_type``, ``wrong_type:<f>``,
+``invalid_value:<f>``. This runs once per event, so it is hand-written rather than a
+generic model: a regex for timestamps and plain ``type()`` checks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pipeline.errors import InvalidEvent
+
+__all__ = [
+    "EVENT_TYPES",
+    "SURVEY_RANGES",
+    "Event",
+    "parse_event",
+    "parse_occurred_at",
+    "to_datetime",
+    "validate_object",
+]
+
+EVENT_TYPES: frozenset[str] = frozenset(
+    {
+        "conversation.opened",
+        "message.customer",
+        "message.agent",
+        "conversation.assigned",
+        "conversation.resolved",
+        "conversation.reopened",
+        "survey.csat",
+        "survey.nps",
+        "survey.ces",
+    }
+)
+SURVEY_RANGES: dict[str, tuple[int, int]] = {
+    "survey.csat": (1, 5),
+    "survey.nps": (0, 10),
+    "survey.ces": (1, 7),
+}
+# ``score`` on a non-survey event has no defined scale; accept the union of the scales.
+_ANY_SCORE_RANGE = (0, 10)
+PRIORITIES = frozenset({"low", "normal", "high", "urgent"})
+AUTHORS = frozenset({"human", "bot"})
+
+_COMMON_REQUIRED = ("event_id", "type", "occurred_at", "conversation_id", "schema_version")
+_TYPE_REQUIRED: dict[str, tuple[str, ...]] = {
+    "conversation.opened": ("channel", "team"),
+    "conversation.assigned": ("team",),
+    "message.agent": ("agent_id",),
+    "survey.csat": ("score",),
+    "survey.nps": ("score",),
+    "survey.ces": ("score",),
+}
+# Table order of the contract: wrong_type and invalid_value report the first field in it.
+_STRING_FIELDS = (
+    "event_id",
+    "type",
+    "occurred_at",
+    "conversation_id",
+    "channel",
+    "team",
+    "agent_id",
+    "author",
+    "priority",
+    "region",
+    "customer_id",
+    "segment",
+)
+_FIELD_ORDER = (*_STRING_FIELDS, "customer_value", "score", "schema_version")
+_KNOWN_FIELDS = frozenset(_FIELD_ORDER)
+_WORD = re.compile(r"[a-z][a-z0-9_-]*")
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
+_MICROSECOND = timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _reject_constant(token: str) -> Any:
+    # NaN/Infinity are not JSON; Python's json would accept them.
+    raise ValueError(f"not JSON: {token}")
+
+
+_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+
+@dataclass(slots=True)
+class Event:
+    """A validated event. Times are UTC; ``occurred_us`` is microseconds since the epoch.
+
+    Optional fields are ``None`` when absent (or ``null``): the conversation state decides
+    the effective value, because absence means "keep the current value".
+    """
+
+    event_id: str
+    type: str
+    occurred_us: int
+    conversation_id: str
+    schema_version: int
+    channel: str | None = None
+    team: str | None = None
+    agent_id: str | None = None
+    author: str | None = None
+    priority: str | None = None
+    region: str | None = None
+    customer_id: str | None = None
+    segment: str | None = None
+    customer_value: float | None = None
+    score: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def occurred_at(self) -> datetime:
+        return to_datetime(self.occurred_us)
+
+    @property
+    def minute(self) -> int:
+        """The UTC minute bucket (minutes since the epoch), floor of the event time."""
+        return self.occurred_us // 60_000_000
+
+
+def parse_occurred_at(text: str) -> int:
+    """RFC 3339 with a mandatory offset; fractions truncated (never rounded) to microseconds.
+
+    Returns epoch microseconds (UTC). The regex enforces the RFC 3339 shape (offset
+    required); ``datetime.fromisoformat`` (C code) then checks the calendar. Raises
+    ``ValueError``.
+    """
+    m = _RFC3339.fullmatch(text)
+    if m is None:
+        raise ValueError(text)
+    frac_end = m.end(1)
+    if frac_end - m.start(1) > 7:  # "." + more than 6 digits: truncate, never round
+        text = text[: m.start(1) + 7] + text[frac_end:]
+    parsed = datetime.fromisoformat(text.upper())
+    return (parsed - _EPOCH) // _MICROSECOND
+
+
+def to_datetime(epoch_us: int) -> datetime:
+    """UTC datetime of epoch microseconds (for display and ClickHouse columns)."""
+    return _EPOCH + timedelta(microseconds=epoch_us)
+
+
+def parse_event(raw: bytes) -> Event:
+    """Validate one message value against the contract. Raises ``InvalidEvent(reason)``."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidEvent("invalid_utf8") from None
+    try:
+        obj = _decode(text)
+    except ValueError:
+        raise InvalidEvent("invalid_json") from None
+    if type(obj) is not dict:
+        raise InvalidEvent("not_an_object")
+    return validate_object(obj)
+
+
+def validate_object(obj: dict[str, Any]) -> Event:
+    """The checks after JSON decoding; exposed for callers that already hold a dict."""
+    get = obj.get
+    for name in _COMMON_REQUIRED:
+        if get(name) is None:
+            raise InvalidEvent(f"missing_field:{name}")
+    etype = obj["type"]
+    known = type(etype) is str and etype in EVENT_TYPES
+    if known:
+        for name in _TYPE_REQUIRED.get(etype, ()):
+            if get(name) is None:
+                raise InvalidEvent(f"missing_field:{name}")
+    else:
+        raise InvalidEvent("unknown_type")
+
+    # wrong_type, in contract field order.
+    for name in _STRING_FIELDS:
+        value = get(name)
+        if value is not None and type(value) is not str:
+            raise InvalidEvent(f"wrong_type:{name}")
+    customer_value = get("customer_value")
+    if customer_value is not None and type(customer_value) not in (int, float):
+        raise InvalidEvent("wrong_type:customer_value")
+    score = get("score")
+    if score is not None and type(score) is not int:
+        raise InvalidEvent("wrong_type:score")
+    if type(obj["schema_version"]) is not int:
+        raise InvalidEvent("wrong_type:schema_version")
+
+    # invalid_value, in contract field order.
+    for name in _STRING_FIELDS:
+        if get(name) == "":
+            raise InvalidEvent(f"invalid_value:{name}")
+    try:
+        occurred_us = parse_occurred_at(obj["occurred_at"])
+    except ValueError:
+        raise InvalidEvent("invalid_value:occurred_at") from None
+    channel = get("channel")
+    if channel is not None and _WORD.fullmatch(channel) is None:
+        raise InvalidEvent("invalid_value:channel")
+    author = get("author")
+    if author is not None and author not in AUTHORS:
+        raise InvalidEvent("invalid_value:author")
+    priority = get("priority")
+    if priority is not None and priority not in PRIORITIES:
+        raise InvalidEvent("invalid_value:priority")
+    segment = get("segment")
+    if segment is not None and _WORD.fullmatch(segment) is None:
+        raise InvalidEvent("invalid_value:segment")
+    if customer_value is not None and (
+        customer_value < 0 or (type(customer_value) is float and not math.isfinite(customer_value))
+    ):
+        raise InvalidEvent("invalid_value:customer_value")
+    if score is not None:
+        low, high = SURVEY_RANGES.get(etype, _ANY_SCORE_RANGE)
+        if not low <= score <= high:
+            raise InvalidEvent("invalid_value:score")
+    if obj["schema_version"] != 1:
+        raise InvalidEvent("invalid_value:schema_version")
+
+    extra = {k: v for k, v in obj.items() if k not in _KNOWN_FIELDS}
+    return Event(
+        event_id=obj["event_id"],
+        type=etype,
+        occurred_us=occurred_us,
+        conversation_id=obj["conversation_id"],
+        schema_version=1,
+        channel=channel,
+        team=get("team"),
+        agent_id=get("agent_id"),
+        author=author,
+        priority=priority,
+        region=get("region"),
+        customer_id=get("customer_id"),
+        segment=segment,
+        customer_value=float(customer_value) if customer_value is not None else None,
+        score=score,
+        extra=extra,
+    )

@@ -1,0 +1,136 @@
+"""Topic layout, created with kafka-python's admin client (idempotent)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import time
+from dataclasses import dataclass
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from pipeline.config import Settings
+from pipeline.errors import ConfigError, CxpulseError
+from pipeline.logs import kv
+
+__all__ = ["TopicSpec", "broker_reachable", "ensure_topics", "topic_specs", "wait_for_broker"]
+
+log = logging.getLogger(__name__)
+_DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic cxpulse reads or writes, with the configs its guarantees rely on."""
+    t = settings.topics
+    n = t.partitions
+    side = {"retention.ms": str(t.side_retention_days * _DAY_MS)}
+    return [
+        TopicSpec(t.events, n, {"retention.ms": str(t.log_retention_days * _DAY_MS)}),
+        # Changelog + contribution stream: compaction keeps each conversation's latest
+        # state for recovery; the lag keeps every contribution until the sink has read it;
+        # deletion retires conversations idle longer than the state retention.
+        TopicSpec(
+            t.conversation_log,
+            n,
+            {
+                "cleanup.policy": "compact,delete",
+                "min.compaction.lag.ms": str(t.log_min_compaction_lag_hours * 3_600_000),
+                "retention.ms": str(t.log_retention_days * _DAY_MS),
+            },
+        ),
+        TopicSpec(t.dead_letter, n, side),
+        TopicSpec(t.late_events, n, side),
+    ]
+
+
+def broker_reachable(bootstrap_servers: str) -> bool:
+    """A TCP connect to any bootstrap server (fast, unlike a client bootstrap timeout)."""
+    for hostport in bootstrap_servers.split(","):
+        host, _, port = hostport.strip().rpartition(":")
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def _admin(settings: Settings, timeout_s: float) -> KafkaAdminClient:
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if broker_reachable(settings.kafka.bootstrap_servers):
+            try:
+                return KafkaAdminClient(
+                    client_id=f"{settings.app_id}-admin",
+                    request_timeout_ms=15_000,
+                    **settings.kafka.admin_kwargs(),
+                )
+            except KafkaError as exc:
+                last = exc
+        time.sleep(0.5)
+    raise CxpulseError(
+        f"no Kafka broker answers at {settings.kafka.bootstrap_servers} "
+        "(start one with deploy/kafka/kafka.sh start, or set "
+        f"CXPULSE_KAFKA__BOOTSTRAP_SERVERS){f': {last}' if last else ''}"
+    )
+
+
+def wait_for_broker(settings: Settings, timeout_s: float = 30.0) -> None:
+    _admin(settings, timeout_s).close()
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create missing topics; refuse to run if an existing one has the wrong partition count.
+
+    Returns the names created.
+    """
+    specs = topic_specs(settings)
+    admin = _admin(settings, timeout_s)
+    try:
+        existing = set(admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        created: list[str] = []
+        if missing:
+            new = [
+                NewTopic(
+                    s.name, s.partitions, settings.kafka.replication_factor, topic_configs=s.config
+                )
+                for s in missing
+            ]
+            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
+                admin.create_topics(new, timeout_ms=30_000)
+            created = [s.name for s in missing]
+            log.info("topics created", extra=kv(topics=",".join(created)))
+        described = admin.describe_topics([s.name for s in specs])
+        counts = {d.get("name", d.get("topic")): len(d["partitions"]) for d in described}
+        for spec in specs:
+            have = counts.get(spec.name)
+            if (
+                have is not None
+                and have != spec.partitions
+                and spec.name
+                in {
+                    settings.topics.events,
+                    settings.topics.conversation_log,
+                }
+            ):
+                raise ConfigError(
+                    f"topic {spec.name} has {have} partitions but CXPULSE_TOPICS__PARTITIONS="
+                    f"{spec.partitions}; the conversation log must be co-partitioned with the "
+                    "events topic (set the setting to match, or recreate the topics)"
+                )
+        return created
+    except KafkaError as exc:
+        raise CxpulseError(f"Kafka refused topic setup: {exc}") from exc
+    finally:
+        admin.close()

@@ -1,0 +1,105 @@
+"""Versioned schema migrations, recorded in ClickHouse itself (``schema_migrations``).
+
+Files ``migrations/NNNN_name.sql`` run in order; each statement is idempotent
+(``IF NOT EXISTS`` / ``CREATE OR REPLACE``) because ClickHouse DDL is not transactional: a
+migration interrupted halfway is simply run again. A version is recorded only after all
+its statements succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+
+from pipeline.logs import kv
+from sinks.clickhouse.store import Store
+
+__all__ = ["Migration", "applied_versions", "load_migrations", "migrate", "render"]
+
+log = logging.getLogger(__name__)
+_NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    def statements(self, **params: str) -> list[str]:
+        return split_statements(render(self.sql, **params))
+
+
+def render(sql: str, **params: str) -> str:
+    """Fill ``{placeholder}`` names (only known ones; other braces stay)."""
+    for key, value in params.items():
+        sql = sql.replace("{" + key + "}", value)
+    return sql
+
+
+def split_statements(sql: str) -> list[str]:
+    lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip().rstrip(";").strip()]
+
+
+def load_migrations() -> list[Migration]:
+    folder = resources.files("sinks.clickhouse") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        m = _NAME.fullmatch(entry.name)
+        if m:
+            found.append(Migration(int(m.group(1)), m.group(2), entry.read_text("utf-8")))
+    return sorted(found, key=lambda mig: mig.version)
+
+
+def _ensure_ledger(store: Store, on_cluster: str) -> None:
+    store.command(
+        f"CREATE TABLE IF NOT EXISTS {store.database}.schema_migrations {on_cluster} "
+        "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+        "ENGINE = MergeTree ORDER BY version"
+    )
+
+
+def applied_versions(store: Store) -> set[int]:
+    _ensure_ledger(store, "")
+    rows = store.query(f"SELECT DISTINCT version FROM {store.database}.schema_migrations")
+    return {int(r[0]) for r in rows}
+
+
+def migrate(
+    store: Store,
+    *,
+    minute_ttl_days: int,
+    side_ttl_days: int,
+    cluster: str | None = None,
+    progress: Callable[[Migration], None] | None = None,
+) -> list[int]:
+    """Apply pending migrations; return the versions applied now (empty when up to date)."""
+    on_cluster = f"ON CLUSTER {cluster}" if cluster else ""
+    _ensure_ledger(store, on_cluster)
+    done = applied_versions(store)
+    params = {
+        "db": store.database,
+        "minute_ttl_days": str(minute_ttl_days),
+        "side_ttl_days": str(side_ttl_days),
+        "on_cluster": on_cluster,
+        "engine_prefix": "Replicated" if cluster else "",
+    }
+    applied: list[int] = []
+    for mig in load_migrations():
+        if mig.version in done:
+            continue
+        for statement in mig.statements(**params):
+            store.command(statement)
+        store.command(
+            f"INSERT INTO {store.database}.schema_migrations (version, name) "
+            f"VALUES ({mig.version}, '{mig.name}')"
+        )
+        applied.append(mig.version)
+        log.info("migration applied", extra=kv(version=mig.version, name=mig.name))
+        if progress:
+            progress(mig)
+    return applied
