@@ -61,6 +61,10 @@ def _faust_app(settings: Settings, role: Role, worker_id: str, store_url: str) -
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # Batch produce requests: one conversation-log record per event would otherwise
+        # mean one tiny request per event (measured: a third of the worker's CPU).
+        producer_linger=0.005,
+        producer_max_batch_size=256 * 1024,
         web_enabled=bool(web_port),
         web_port=web_port or 6066,
         web_host="127.0.0.1",

@@ -279,6 +279,14 @@ def kpis(ctx: click.Context, window: int, url: str | None, as_json: bool) -> Non
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--refresh", type=float, default=5.0, show_default=True, help="Board refresh (s).")
 @click.option(
+    "--warmup-minutes",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Minutes of history produced first (0 = none).",
+)
+@click.option("--warmup-rate", type=float, default=15.0, show_default=True, help="Its events/s.")
+@click.option(
     "--keep-broker", is_flag=True, help="Leave the local Kafka broker running afterwards."
 )
 @click.pass_context

@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     app_id: str = "cxpulse"
     data_dir: Path = Path("var")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Conversation state store of compute workers: RocksDB keeps state on local disk so a
+    # restart reads only the changelog tail; memory re-reads the whole log on start.
+    table_store: Literal["rocksdb", "memory"] = "rocksdb"
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,8 @@ def run_demo(
     seed: int,
     refresh: float,
     keep_broker: bool,
+    warmup_minutes: float = 30.0,
+    warmup_rate: float = 15.0,
 ) -> int:
     from pipeline.producer import run_simulation
 
@@ -133,7 +136,32 @@ def run_demo(
         ensure_topics(settings)
         procs["sink"] = _spawn_worker(settings, "sink", log_dir)
         procs["compute"] = _spawn_worker(settings, "compute", log_dir)
-        click.echo(f"workers started (logs in {log_dir}); simulating {rate:g} events/s ...")
+        click.echo(f"workers started (logs in {log_dir})")
+        live_start = datetime.now(tz=UTC).replace(microsecond=0)
+        if warmup_minutes > 0:
+            # History first, so the board shows resolutions and surveys (which arrive
+            # minutes to hours after a conversation opens) from the start.
+            click.echo(
+                f"warm-up: the last {warmup_minutes:g} minutes of history at {warmup_rate:g} "
+                "events/s, as fast as possible ..."
+            )
+            warm = run_simulation(
+                settings,
+                rate=warmup_rate,
+                duration=0,
+                history_days=warmup_minutes / 1440,
+                seed=seed + 1,
+                incidents=(),
+                truth=None,
+                malformed_rate=0.001,
+                duplicate_rate=0.002,
+                late_rate=0.0,
+                output=None,
+                seasonality=False,
+                end=live_start,
+            )
+            report["warmup_events"] = warm["events"]
+        click.echo(f"live traffic: {rate:g} events/s for {duration:g}s")
 
         def produce() -> None:
             try:
@@ -172,7 +200,7 @@ def run_demo(
         if "error" in report:
             raise CxpulseError(f"simulator failed: {report['error']}")
         click.echo("traffic done; waiting for the pipeline to drain ...")
-        _drain(settings, report.get("by_kind", {}).get("valid", 0))
+        _drain(settings, report.get("by_kind", {}).get("valid", 0) + report.get("warmup_events", 0))
     except KeyboardInterrupt:
         click.echo("\ninterrupted: stopping cleanly ...")
         stop.set()
@@ -190,7 +218,8 @@ def run_demo(
         _show(payload, None)
     if report:
         click.echo(
-            f"produced {report.get('events', 0):,} messages "
+            f"produced {report.get('warmup_events', 0):,} warm-up and "
+            f"{report.get('events', 0):,} live messages "
             f"({', '.join(f'{k}={v:,}' for k, v in sorted(report.get('by_kind', {}).items()))})"
         )
     log.info("run finished", extra=kv(exit_code=exit_code))

@@ -55,7 +55,9 @@ def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(KeyValueFormatter())
     root.handlers[:] = [handler]
-    # Faust/aiokafka are chatty at INFO about every rebalance step.
-    for noisy in ("aiokafka", "kafka", "faust.transport", "mode"):
+    # Faust/aiokafka are chatty at INFO about every rebalance step; kafka-python warns about
+    # every retried produce request (leader moves right after topic creation).
+    for noisy in ("aiokafka", "faust.transport", "mode"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("kafka").setLevel(max(logging.ERROR, root.level))
     _CONFIGURED = True

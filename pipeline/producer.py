@@ -8,6 +8,7 @@ JSON-lines format (one message per line, bytes preserved exactly):
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import threading
@@ -141,6 +142,8 @@ def run_simulation(
     output: Path | None,
     no_pacing: bool = False,
     stop: threading.Event | None = None,
+    seasonality: bool | None = None,
+    end: datetime | None = None,
 ) -> dict[str, Any]:
     """Generate events and send them to Kafka or ``output``; returns a summary."""
     from tqdm import tqdm
@@ -153,7 +156,7 @@ def run_simulation(
         simulate,
     )
 
-    now = datetime.now(tz=UTC).replace(microsecond=0)
+    now = end or datetime.now(tz=UTC).replace(microsecond=0)
     live = history_days is None
     if live:
         start, span = now, timedelta(seconds=duration)
@@ -168,12 +171,16 @@ def run_simulation(
         seed=seed,
         start=start,
         duration=span,
-        conversations_per_hour=rate_for_events_per_second(rate),
-        seasonality=not live,
+        conversations_per_hour=1.0,  # set below from the target rate and these params
+        # Live demos run at any hour: a flat rate unless asked otherwise.
+        seasonality=(not live) if seasonality is None else seasonality,
         malformed_rate=malformed_rate,
         duplicate_rate=duplicate_rate,
         late_rate=late_rate,
         incidents=parsed,
+    )
+    params = dataclasses.replace(
+        params, conversations_per_hour=rate_for_events_per_second(rate, params)
     )
     if truth is not None:
         truth.parent.mkdir(parents=True, exist_ok=True)

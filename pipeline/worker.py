@@ -26,7 +26,6 @@ def run_worker(
     duration: float | None = None,
     metrics_port: int | None = None,
     web_port: int | None = None,
-    table_store: str = "rocksdb://",
 ) -> None:
     """Blocks; returns (via SystemExit from Faust) after SIGINT/SIGTERM or ``duration``."""
     from faust.worker import Worker
@@ -37,7 +36,9 @@ def run_worker(
     if ports:
         settings = settings.model_copy(update={"ports": settings.ports.model_copy(update=ports)})
     ensure_topics(settings)
-    role_app = create_app(settings, role, worker_id=worker_id, table_store=table_store)
+    role_app = create_app(
+        settings, role, worker_id=worker_id, table_store=f"{settings.table_store}://"
+    )
     port = metrics_port
     if port is None:
         port = settings.ports.worker_metrics if role == "compute" else settings.ports.sink_metrics

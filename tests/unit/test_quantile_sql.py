@@ -20,12 +20,8 @@ REL = 1e-9
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    try:
-        ch = clickhouse_connect.get_client(dsn="chdb://memory")
-    except Exception:  # older chDB builds want a path
-        path = tmp_path_factory.mktemp("chdb") / "ch"
-        ch = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+def client(chdb_client: Any) -> Iterator[Any]:
+    ch = chdb_client
     ch.command("DROP TABLE IF EXISTS sketch_rows")
     ch.command(
         "CREATE TABLE sketch_rows (g UInt32, row UInt32, m Map(Int16, UInt64)) "

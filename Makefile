@@ -1,0 +1,49 @@
+# cxpulse developer entry points. The README's two commands are `make run` and `make test`;
+# both install everything they need into ./.venv on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+DURATION ?= 120
+RATE ?= 300
+PYTEST_ARGS ?=
+
+.PHONY: help install kafka run test lint unit integration bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v java >/dev/null || { echo "error: java (17+) is required for the local Kafka broker" >&2; exit 1; }
+	@command -v mvn >/dev/null || { echo "error: mvn is required to fetch the Kafka broker jars" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)  ## create .venv and install cxpulse with its dev tools
+
+kafka:  ## fetch the Kafka broker jars into ~/.cache/cxpulse (once)
+	bash deploy/kafka/kafka.sh fetch
+
+run: install kafka  ## the main job: local Kafka + simulator + workers + chDB + live board
+	CXPULSE_PYTHON=$(PY) $(VENV)/bin/cxpulse run --duration $(DURATION) --rate $(RATE)
+
+lint: install  ## ruff lint + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+unit: install  ## unit tests only (no broker)
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+test: install kafka lint  ## the whole suite: lint, unit, integration (one shared local broker)
+	CXPULSE_PYTHON=$(PY) $(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install kafka  ## benchmarks (bench/README.md)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	CXPULSE_PYTHON=$(PY) $(PY) bench/run_all.py
+
+clean:  ## remove generated state (var/, caches); keeps .venv and the jar cache
+	rm -rf var .pytest_cache .ruff_cache .hypothesis
