@@ -132,6 +132,9 @@ class KpiSettings(BaseModel):
 
     allowed_lateness_seconds: int = Field(600, ge=0)
     state_retention_days: int = Field(7, ge=1)
+    # Expired conversation states are deleted (tombstoned) every this many accepted events
+    # per partition; expiry itself is exact at any time (the gate ignores expired state).
+    state_sweep_every_events: int = Field(10_000, ge=1)
     sla_urgent_seconds: int = Field(5 * 60, gt=0)
     sla_high_seconds: int = Field(15 * 60, gt=0)
     sla_normal_seconds: int = Field(60 * 60, gt=0)

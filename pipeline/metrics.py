@@ -21,6 +21,7 @@ class Metrics(NamedTuple):
     late_events: Counter
     key_mismatches: Counter
     watermark: Gauge
+    expired_states: Counter
     sink_contributions: Counter
     sink_rows: Counter
     sink_flush_seconds: Histogram
@@ -62,6 +63,12 @@ class Metrics(NamedTuple):
                 "watermark_seconds",
                 "Highest accepted event time per source partition (Unix seconds).",
                 ["partition"],
+                namespace=ns,
+                registry=registry,
+            ),
+            expired_states=Counter(
+                "expired_states",
+                "Conversation states deleted after their retention (event time).",
                 namespace=ns,
                 registry=registry,
             ),

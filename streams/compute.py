@@ -25,6 +25,7 @@ from pipeline.events import parse_event
 from pipeline.logs import kv
 from pipeline.metrics import Metrics
 from streams.conversation import ConversationState
+from streams.expiry import ExpiryIndex
 from streams.failure import die
 from streams.gate import PartitionGate, Verdict
 
@@ -67,6 +68,7 @@ class ComputeRole:
     settings: Settings
     metrics: Metrics
     gates: dict[int, PartitionGate] = field(default_factory=dict)
+    expiry: dict[int, ExpiryIndex] = field(default_factory=dict)
 
     def gate_for(self, partition: int, table: Any) -> PartitionGate:
         gate = self.gates.get(partition)
@@ -74,11 +76,14 @@ class ComputeRole:
             # After (re)assignment the table holds the recovered log: the partition's
             # watermark is the greatest one recorded there.
             watermark: int | None = None
-            for value in table.values():
+            index = ExpiryIndex(self.settings.kpi.state_sweep_every_events)
+            for key, value in table.items():
                 if value and value.get("p") == partition:
                     wm = value["wm"]
                     if watermark is None or wm > watermark:
                         watermark = wm
+                    index.touch(key, value["s"]["t"])
+            self.expiry[partition] = index
             kpi = self.settings.kpi
             gate = PartitionGate(
                 allowed_lateness_us=kpi.allowed_lateness_seconds * 1_000_000,
@@ -94,6 +99,7 @@ class ComputeRole:
         """On revoke: another worker owns them now; rebuild from the log if they come back."""
         for p in partitions:
             self.gates.pop(p, None)
+            self.expiry.pop(p, None)
 
 
 def register_compute(app: faust.App, settings: Settings, metrics: Metrics) -> ComputeRole:
@@ -163,6 +169,13 @@ def register_compute(app: faust.App, settings: Settings, metrics: Metrics) -> Co
             )
             conversations[key] = record.to_json()
             metrics.watermark.labels(str(msg.partition)).set((gate.watermark_us or 0) / 1e6)
+            index = role.expiry[msg.partition]
+            index.touch(key, outcome.state.last_event_us)
+            if index.sweep_due() and gate.watermark_us is not None:
+                # Tombstones go to this event's partition: the keys belong to it.
+                for old in index.expired(gate.watermark_us, gate.retention_us):
+                    conversations.pop(old, None)
+                    metrics.expired_states.inc()
         elif verdict is Verdict.LATE:
             metrics.late_events.inc()
             return side_output(

@@ -1,0 +1,278 @@
+-- cxpulse schema v2: KPI views, the read contract for downstream services and boards.
+-- Placeholders: {db}, {on_cluster}. Documented column by column in docs/clickhouse.md.
+--
+-- Every view is computed from {db}.kpi_minute (partials of all source partitions merged, one
+-- row per grouping, dimensions and minute), so nobody re-derives the KPI math:
+--   kpi_minute_kpis                                       KPIs of each minute
+--   kpi_window(window_minutes, end_minute)                KPIs of one N-minute window
+--   kpi_rolling(window_minutes, from_minute, to_minute)   KPIs of the N-minute window ending
+--                                                         at each minute E in a range
+--   kpi_latest_team                                       per team, the 15-minute window
+--                                                         ending at the newest stored minute
+-- A window of N minutes ending at minute E holds minutes E-N+1 .. E (both included).
+--
+-- Why parameterized views for windows, not plain kpi_rolling_5m/15m/1h/24h views: a plain
+-- view cannot know the time range its reader filters on, and ClickHouse cannot push a filter
+-- on the window end E down to the minutes E-N+1 .. E it needs, so every query would merge the
+-- whole history of the series (bench/query_latency.py measures both). With the range as a
+-- parameter only minutes from-N+1 .. to are read.
+--
+-- KPI formulas (identical in all four views and in streams.partials.MinutePartial.kpis):
+--   percentiles: the bucket representative of streams.sketch (quantile_sql), seconds;
+--   *_avg: exact integer-microsecond sum / count, seconds; *_rate: plain ratios;
+--   *_pct: 0..100; nps: -100..100; every ratio is NULL when its denominator is 0.
+-- Names starting with "_" are WITH-clause helpers, not columns.
+
+
+-- KPIs of each minute: one row per grouping, dimensions and minute of kpi_minute.
+CREATE OR REPLACE VIEW {db}.kpi_minute_kpis {on_cluster} AS
+WITH
+    -- Sketch arithmetic of streams.sketch.quantile_sql, done once per sketch: the total
+    -- count, the bucket representatives in key order, and the cumulative counts.
+    arraySum(mapValues(frt_sketch)) AS _frt_n,
+    arrayMap(k -> if(k = -32768, 0., 2 * pow(1.02020202020202, k) / (1.02020202020202 + 1)),
+             arraySort(mapKeys(frt_sketch))) AS _frt_v,
+    arrayCumSum(arraySort((c, k) -> k, mapValues(frt_sketch), mapKeys(frt_sketch))) AS _frt_c,
+    arraySum(mapValues(reply_sketch)) AS _reply_n,
+    arrayMap(k -> if(k = -32768, 0., 2 * pow(1.02020202020202, k) / (1.02020202020202 + 1)),
+             arraySort(mapKeys(reply_sketch))) AS _reply_v,
+    arrayCumSum(arraySort((c, k) -> k, mapValues(reply_sketch), mapKeys(reply_sketch))) AS _reply_c,
+    arraySum(mapValues(resolution_sketch)) AS _resolution_n,
+    arrayMap(k -> if(k = -32768, 0., 2 * pow(1.02020202020202, k) / (1.02020202020202 + 1)),
+             arraySort(mapKeys(resolution_sketch))) AS _resolution_v,
+    arrayCumSum(arraySort((c, k) -> k, mapValues(resolution_sketch), mapKeys(resolution_sketch))) AS _resolution_c
+SELECT
+    grouping, team, channel, region, priority, segment, minute,
+    -- first response time: percentiles from the merged sketch, mean from the exact sum (seconds)
+    if(_frt_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.5 * _frt_n, 1), _frt_v, _frt_c)) AS frt_p50,
+    if(_frt_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.9 * _frt_n, 1), _frt_v, _frt_c)) AS frt_p90,
+    if(_frt_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.95 * _frt_n, 1), _frt_v, _frt_c)) AS frt_p95,
+    if(_frt_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.99 * _frt_n, 1), _frt_v, _frt_c)) AS frt_p99,
+    if(frt_count = 0, NULL, frt_sum_us / 1e6 / frt_count) AS frt_avg,
+    -- reply time: percentiles from the merged sketch, mean from the exact sum (seconds)
+    if(_reply_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.5 * _reply_n, 1), _reply_v, _reply_c)) AS reply_p50,
+    if(_reply_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.9 * _reply_n, 1), _reply_v, _reply_c)) AS reply_p90,
+    if(_reply_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.95 * _reply_n, 1), _reply_v, _reply_c)) AS reply_p95,
+    if(_reply_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.99 * _reply_n, 1), _reply_v, _reply_c)) AS reply_p99,
+    if(reply_count = 0, NULL, reply_sum_us / 1e6 / reply_count) AS reply_avg,
+    -- resolution time: percentiles from the merged sketch, mean from the exact sum (seconds)
+    if(_resolution_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.5 * _resolution_n, 1), _resolution_v, _resolution_c)) AS resolution_p50,
+    if(_resolution_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.9 * _resolution_n, 1), _resolution_v, _resolution_c)) AS resolution_p90,
+    if(_resolution_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.95 * _resolution_n, 1), _resolution_v, _resolution_c)) AS resolution_p95,
+    if(_resolution_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.99 * _resolution_n, 1), _resolution_v, _resolution_c)) AS resolution_p99,
+    if(resolution_count = 0, NULL, resolution_sum_us / 1e6 / resolution_count) AS resolution_avg,
+    -- rates (plain ratios) and satisfaction scores; NULL when the denominator is 0
+    if(frt_count = 0, NULL, frt_breaches / frt_count) AS frt_sla_breach_rate,
+    if(opened = 0, NULL, resolutions / opened) AS resolution_rate,
+    if(resolutions = 0, NULL, one_touch_resolutions / resolutions) AS one_touch_rate,
+    if(resolutions = 0, NULL, reopens / resolutions) AS reopen_rate,
+    if(csat_responses = 0, NULL, 100 * csat_satisfied / csat_responses) AS csat_pct,
+    if(csat_responses = 0, NULL, csat_sum / csat_responses) AS csat_avg,
+    if(nps_responses = 0, NULL,
+       100 * (toInt64(nps_promoters) - toInt64(nps_detractors)) / nps_responses) AS nps,
+    if(ces_responses = 0, NULL, ces_sum / ces_responses) AS ces_avg,
+    if(ces_responses = 0, NULL, 100 * ces_easy / ces_responses) AS ces_easy_pct,
+    -- raw counts
+    opened, resolutions, reopens, one_touch_resolutions,
+    frt_count, frt_breaches, reply_count, resolution_count,
+    csat_responses, csat_satisfied, nps_responses, nps_promoters,
+    nps_detractors, ces_responses, ces_easy,
+    messages_customer, messages_agent_human, messages_agent_bot, events
+FROM {db}.kpi_minute;
+
+
+-- KPIs of one window: the N minutes ending at end_minute (floored to the minute), one row per
+-- grouping and dimensions that have data in it. minute = the window's last minute.
+--   SELECT * FROM {db}.kpi_window(window_minutes = 60, end_minute = '2025-01-31 12:00:00')
+CREATE OR REPLACE VIEW {db}.kpi_window {on_cluster} AS
+WITH
+    -- Sketch arithmetic of streams.sketch.quantile_sql, done once per sketch: the total
+    -- count, the bucket representatives in key order, and the cumulative counts.
+    arraySum(mapValues(frt_sketch)) AS _frt_n,
+    arrayMap(k -> if(k = -32768, 0., 2 * pow(1.02020202020202, k) / (1.02020202020202 + 1)),
+             arraySort(mapKeys(frt_sketch))) AS _frt_v,
+    arrayCumSum(arraySort((c, k) -> k, mapValues(frt_sketch), mapKeys(frt_sketch))) AS _frt_c,
+    arraySum(mapValues(reply_sketch)) AS _reply_n,
+    arrayMap(k -> if(k = -32768, 0., 2 * pow(1.02020202020202, k) / (1.02020202020202 + 1)),
+             arraySort(mapKeys(reply_sketch))) AS _reply_v,
+    arrayCumSum(arraySort((c, k) -> k, mapValues(reply_sketch), mapKeys(reply_sketch))) AS _reply_c,
+    arraySum(mapValues(resolution_sketch)) AS _resolution_n,
+    arrayMap(k -> if(k = -32768, 0., 2 * pow(1.02020202020202, k) / (1.02020202020202 + 1)),
+             arraySort(mapKeys(resolution_sketch))) AS _resolution_v,
+    arrayCumSum(arraySort((c, k) -> k, mapValues(resolution_sketch), mapKeys(resolution_sketch))) AS _resolution_c
+SELECT
+    grouping, team, channel, region, priority, segment,
+    toStartOfMinute({end_minute:DateTime('UTC')}) AS minute,
+    {window_minutes:UInt32} AS window_minutes,
+    -- first response time: percentiles from the merged sketch, mean from the exact sum (seconds)
+    if(_frt_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.5 * _frt_n, 1), _frt_v, _frt_c)) AS frt_p50,
+    if(_frt_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.9 * _frt_n, 1), _frt_v, _frt_c)) AS frt_p90,
+    if(_frt_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.95 * _frt_n, 1), _frt_v, _frt_c)) AS frt_p95,
+    if(_frt_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.99 * _frt_n, 1), _frt_v, _frt_c)) AS frt_p99,
+    if(frt_count = 0, NULL, frt_sum_us / 1e6 / frt_count) AS frt_avg,
+    -- reply time: percentiles from the merged sketch, mean from the exact sum (seconds)
+    if(_reply_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.5 * _reply_n, 1), _reply_v, _reply_c)) AS reply_p50,
+    if(_reply_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.9 * _reply_n, 1), _reply_v, _reply_c)) AS reply_p90,
+    if(_reply_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.95 * _reply_n, 1), _reply_v, _reply_c)) AS reply_p95,
+    if(_reply_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.99 * _reply_n, 1), _reply_v, _reply_c)) AS reply_p99,
+    if(reply_count = 0, NULL, reply_sum_us / 1e6 / reply_count) AS reply_avg,
+    -- resolution time: percentiles from the merged sketch, mean from the exact sum (seconds)
+    if(_resolution_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.5 * _resolution_n, 1), _resolution_v, _resolution_c)) AS resolution_p50,
+    if(_resolution_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.9 * _resolution_n, 1), _resolution_v, _resolution_c)) AS resolution_p90,
+    if(_resolution_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.95 * _resolution_n, 1), _resolution_v, _resolution_c)) AS resolution_p95,
+    if(_resolution_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.99 * _resolution_n, 1), _resolution_v, _resolution_c)) AS resolution_p99,
+    if(resolution_count = 0, NULL, resolution_sum_us / 1e6 / resolution_count) AS resolution_avg,
+    -- rates (plain ratios) and satisfaction scores; NULL when the denominator is 0
+    if(frt_count = 0, NULL, frt_breaches / frt_count) AS frt_sla_breach_rate,
+    if(opened = 0, NULL, resolutions / opened) AS resolution_rate,
+    if(resolutions = 0, NULL, one_touch_resolutions / resolutions) AS one_touch_rate,
+    if(resolutions = 0, NULL, reopens / resolutions) AS reopen_rate,
+    if(csat_responses = 0, NULL, 100 * csat_satisfied / csat_responses) AS csat_pct,
+    if(csat_responses = 0, NULL, csat_sum / csat_responses) AS csat_avg,
+    if(nps_responses = 0, NULL,
+       100 * (toInt64(nps_promoters) - toInt64(nps_detractors)) / nps_responses) AS nps,
+    if(ces_responses = 0, NULL, ces_sum / ces_responses) AS ces_avg,
+    if(ces_responses = 0, NULL, 100 * ces_easy / ces_responses) AS ces_easy_pct,
+    -- raw counts
+    opened, resolutions, reopens, one_touch_resolutions,
+    frt_count, frt_breaches, reply_count, resolution_count,
+    csat_responses, csat_satisfied, nps_responses, nps_promoters,
+    nps_detractors, ces_responses, ces_easy,
+    messages_customer, messages_agent_human, messages_agent_bot, events
+FROM
+(
+    SELECT
+        grouping, team, channel, region, priority, segment,
+        sum(opened) AS opened, sum(resolutions) AS resolutions, sum(reopens) AS reopens,
+        sum(one_touch_resolutions) AS one_touch_resolutions,
+        sum(frt_count) AS frt_count, sum(frt_sum_us) AS frt_sum_us, sum(frt_breaches) AS frt_breaches,
+        sumMap(frt_sketch) AS frt_sketch,
+        sum(reply_count) AS reply_count, sum(reply_sum_us) AS reply_sum_us, sumMap(reply_sketch) AS reply_sketch,
+        sum(resolution_count) AS resolution_count, sum(resolution_sum_us) AS resolution_sum_us,
+        sumMap(resolution_sketch) AS resolution_sketch,
+        sum(csat_responses) AS csat_responses, sum(csat_sum) AS csat_sum, sum(csat_satisfied) AS csat_satisfied,
+        sum(nps_responses) AS nps_responses, sum(nps_promoters) AS nps_promoters,
+        sum(nps_detractors) AS nps_detractors,
+        sum(ces_responses) AS ces_responses, sum(ces_sum) AS ces_sum, sum(ces_easy) AS ces_easy,
+        sum(messages_customer) AS messages_customer, sum(messages_agent_human) AS messages_agent_human,
+        sum(messages_agent_bot) AS messages_agent_bot, sum(events) AS events
+    FROM {db}.kpi_minute
+    WHERE minute >= toStartOfMinute({end_minute:DateTime('UTC')})
+                    - toIntervalMinute({window_minutes:UInt32} - 1)
+      AND minute <= {end_minute:DateTime('UTC')}
+      AND NOT throwIf({window_minutes:UInt32} = 0, 'window_minutes must be at least 1')
+    GROUP BY grouping, team, channel, region, priority, segment
+);
+
+
+-- Rolling windows: for every minute E in [from_minute, to_minute] at which a grouping and
+-- dimensions have data, the KPIs of the N minutes E-N+1 .. E. Reads minutes
+-- from_minute-N+1 .. to_minute only; each of them is counted in the windows ending at
+-- itself and at the N-1 minutes after it (those inside the range), which are then summed.
+--   SELECT minute, frt_p90 FROM {db}.kpi_rolling(window_minutes = 60,
+--       from_minute = now() - INTERVAL 1 DAY, to_minute = now())
+--   WHERE grouping = 'team' AND team = 'billing' ORDER BY minute
+CREATE OR REPLACE VIEW {db}.kpi_rolling {on_cluster} AS
+WITH
+    -- Sketch arithmetic of streams.sketch.quantile_sql, done once per sketch: the total
+    -- count, the bucket representatives in key order, and the cumulative counts.
+    arraySum(mapValues(frt_sketch)) AS _frt_n,
+    arrayMap(k -> if(k = -32768, 0., 2 * pow(1.02020202020202, k) / (1.02020202020202 + 1)),
+             arraySort(mapKeys(frt_sketch))) AS _frt_v,
+    arrayCumSum(arraySort((c, k) -> k, mapValues(frt_sketch), mapKeys(frt_sketch))) AS _frt_c,
+    arraySum(mapValues(reply_sketch)) AS _reply_n,
+    arrayMap(k -> if(k = -32768, 0., 2 * pow(1.02020202020202, k) / (1.02020202020202 + 1)),
+             arraySort(mapKeys(reply_sketch))) AS _reply_v,
+    arrayCumSum(arraySort((c, k) -> k, mapValues(reply_sketch), mapKeys(reply_sketch))) AS _reply_c,
+    arraySum(mapValues(resolution_sketch)) AS _resolution_n,
+    arrayMap(k -> if(k = -32768, 0., 2 * pow(1.02020202020202, k) / (1.02020202020202 + 1)),
+             arraySort(mapKeys(resolution_sketch))) AS _resolution_v,
+    arrayCumSum(arraySort((c, k) -> k, mapValues(resolution_sketch), mapKeys(resolution_sketch))) AS _resolution_c
+SELECT
+    grouping, team, channel, region, priority, segment,
+    end_minute AS minute,
+    {window_minutes:UInt32} AS window_minutes,
+    -- first response time: percentiles from the merged sketch, mean from the exact sum (seconds)
+    if(_frt_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.5 * _frt_n, 1), _frt_v, _frt_c)) AS frt_p50,
+    if(_frt_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.9 * _frt_n, 1), _frt_v, _frt_c)) AS frt_p90,
+    if(_frt_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.95 * _frt_n, 1), _frt_v, _frt_c)) AS frt_p95,
+    if(_frt_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.99 * _frt_n, 1), _frt_v, _frt_c)) AS frt_p99,
+    if(frt_count = 0, NULL, frt_sum_us / 1e6 / frt_count) AS frt_avg,
+    -- reply time: percentiles from the merged sketch, mean from the exact sum (seconds)
+    if(_reply_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.5 * _reply_n, 1), _reply_v, _reply_c)) AS reply_p50,
+    if(_reply_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.9 * _reply_n, 1), _reply_v, _reply_c)) AS reply_p90,
+    if(_reply_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.95 * _reply_n, 1), _reply_v, _reply_c)) AS reply_p95,
+    if(_reply_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.99 * _reply_n, 1), _reply_v, _reply_c)) AS reply_p99,
+    if(reply_count = 0, NULL, reply_sum_us / 1e6 / reply_count) AS reply_avg,
+    -- resolution time: percentiles from the merged sketch, mean from the exact sum (seconds)
+    if(_resolution_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.5 * _resolution_n, 1), _resolution_v, _resolution_c)) AS resolution_p50,
+    if(_resolution_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.9 * _resolution_n, 1), _resolution_v, _resolution_c)) AS resolution_p90,
+    if(_resolution_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.95 * _resolution_n, 1), _resolution_v, _resolution_c)) AS resolution_p95,
+    if(_resolution_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.99 * _resolution_n, 1), _resolution_v, _resolution_c)) AS resolution_p99,
+    if(resolution_count = 0, NULL, resolution_sum_us / 1e6 / resolution_count) AS resolution_avg,
+    -- rates (plain ratios) and satisfaction scores; NULL when the denominator is 0
+    if(frt_count = 0, NULL, frt_breaches / frt_count) AS frt_sla_breach_rate,
+    if(opened = 0, NULL, resolutions / opened) AS resolution_rate,
+    if(resolutions = 0, NULL, one_touch_resolutions / resolutions) AS one_touch_rate,
+    if(resolutions = 0, NULL, reopens / resolutions) AS reopen_rate,
+    if(csat_responses = 0, NULL, 100 * csat_satisfied / csat_responses) AS csat_pct,
+    if(csat_responses = 0, NULL, csat_sum / csat_responses) AS csat_avg,
+    if(nps_responses = 0, NULL,
+       100 * (toInt64(nps_promoters) - toInt64(nps_detractors)) / nps_responses) AS nps,
+    if(ces_responses = 0, NULL, ces_sum / ces_responses) AS ces_avg,
+    if(ces_responses = 0, NULL, 100 * ces_easy / ces_responses) AS ces_easy_pct,
+    -- raw counts
+    opened, resolutions, reopens, one_touch_resolutions,
+    frt_count, frt_breaches, reply_count, resolution_count,
+    csat_responses, csat_satisfied, nps_responses, nps_promoters,
+    nps_detractors, ces_responses, ces_easy,
+    messages_customer, messages_agent_human, messages_agent_bot, events
+FROM
+(
+    SELECT
+        grouping, team, channel, region, priority, segment, end_minute,
+        -- E itself must have data (a window is reported at the minutes of its series)
+        countIf(minute = end_minute) AS _rows_at_end,
+        sum(opened) AS opened, sum(resolutions) AS resolutions, sum(reopens) AS reopens,
+        sum(one_touch_resolutions) AS one_touch_resolutions,
+        sum(frt_count) AS frt_count, sum(frt_sum_us) AS frt_sum_us, sum(frt_breaches) AS frt_breaches,
+        sumMap(frt_sketch) AS frt_sketch,
+        sum(reply_count) AS reply_count, sum(reply_sum_us) AS reply_sum_us, sumMap(reply_sketch) AS reply_sketch,
+        sum(resolution_count) AS resolution_count, sum(resolution_sum_us) AS resolution_sum_us,
+        sumMap(resolution_sketch) AS resolution_sketch,
+        sum(csat_responses) AS csat_responses, sum(csat_sum) AS csat_sum, sum(csat_satisfied) AS csat_satisfied,
+        sum(nps_responses) AS nps_responses, sum(nps_promoters) AS nps_promoters,
+        sum(nps_detractors) AS nps_detractors,
+        sum(ces_responses) AS ces_responses, sum(ces_sum) AS ces_sum, sum(ces_easy) AS ces_easy,
+        sum(messages_customer) AS messages_customer, sum(messages_agent_human) AS messages_agent_human,
+        sum(messages_agent_bot) AS messages_agent_bot, sum(events) AS events
+    FROM {db}.kpi_minute
+    -- the window ends this minute belongs to: minute .. minute+N-1, inside the asked range
+    -- (from_minute rounded up, to_minute down, to whole minutes)
+    ARRAY JOIN arrayMap(
+        i -> greatest(minute, toStartOfMinute({from_minute:DateTime('UTC')} + 59)) + toIntervalMinute(i),
+        range(toUInt32(greatest(0, 1 + dateDiff('minute',
+            greatest(minute, toStartOfMinute({from_minute:DateTime('UTC')} + 59)),
+            least(minute + toIntervalMinute({window_minutes:UInt32} - 1),
+                  toStartOfMinute({to_minute:DateTime('UTC')}))))))
+    ) AS end_minute
+    WHERE minute >= toStartOfMinute({from_minute:DateTime('UTC')} + 59)
+                    - toIntervalMinute({window_minutes:UInt32} - 1)
+      AND minute <= {to_minute:DateTime('UTC')}
+      AND NOT throwIf({window_minutes:UInt32} = 0, 'window_minutes must be at least 1')
+    GROUP BY grouping, team, channel, region, priority, segment, end_minute
+    HAVING _rows_at_end > 0
+);
+
+
+-- Latest value per team, for boards: the KPIs of the 15-minute window ending at the newest
+-- minute stored (event time, over all groupings, as the CLI board does). A team without data
+-- in those 15 minutes has no row. Same columns as kpi_window (replace this view whenever
+-- kpi_window's columns change: a view stores the column list it was created with).
+CREATE OR REPLACE VIEW {db}.kpi_latest_team {on_cluster} AS
+SELECT *
+FROM {db}.kpi_window(
+    window_minutes = 15,
+    end_minute = (SELECT max(minute) FROM {db}.kpi_minute_partials)
+)
+WHERE grouping = 'team';
