@@ -2,10 +2,11 @@
 
 ``parse_event(raw)`` turns the bytes of one Kafka message into an :class:`Event` or raises
 :class:`~pipeline.errors.InvalidEvent` whose ``reason`` is the dead-letter reason code. The
-checks run in the contract's order (first failure wins): ``invalid_utf8``, ``invalid_json``,
-``not_an_object``, ``missing_field:<f>``, ``unknown_type``, ``wrong_type:<f>``,
-``invalid_value:<f>``. This runs once per event, so it is hand-written rather than a
-generic model: a regex for timestamps and plain ``type()`` checks.
+checks run in the contract's order (first failure wins): ``invalid_utf8``,
+``invalid_json``, ``not_an_object``, ``missing_field:<f>``, ``unknown_type``,
+``wrong_type:<f>``, ``invalid_value:<f>``; within a class, in the contract's field order.
+This runs once per event, so it is hand-written rather than a generic model: a regex for
+timestamps and plain ``type()`` checks.
 """
 
 from __future__ import annotations
@@ -78,8 +79,25 @@ _STRING_FIELDS = (
 )
 _FIELD_ORDER = (*_STRING_FIELDS, "customer_value", "score", "schema_version")
 _KNOWN_FIELDS = frozenset(_FIELD_ORDER)
+_ALLOWED_TYPES: dict[str, tuple[type, ...]] = {
+    **{name: (str,) for name in _STRING_FIELDS},
+    "customer_value": (int, float),
+    "score": (int,),  # bool is not int here: type() is exact
+    "schema_version": (int,),
+}
+_COMMON_REQUIRED_ORDERED = tuple(f for f in _FIELD_ORDER if f in _COMMON_REQUIRED)
+_REQUIRED_BY_TYPE: dict[str, tuple[str, ...]] = {
+    t: tuple(f for f in _FIELD_ORDER if f in _COMMON_REQUIRED or f in _TYPE_REQUIRED.get(t, ()))
+    for t in EVENT_TYPES
+}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_MAX_FLOAT_INT = int(1.7976931348623157e308)
 _WORD = re.compile(r"[a-z][a-z0-9_-]*")
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
+# ASCII digits only ("\d" would accept other scripts' digits); offset minutes 00-59.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+)
 _MICROSECOND = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -157,89 +175,81 @@ def parse_event(raw: bytes) -> Event:
         raise InvalidEvent("invalid_utf8") from None
     try:
         obj = _decode(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise InvalidEvent("invalid_json") from None
     if type(obj) is not dict:
         raise InvalidEvent("not_an_object")
     return validate_object(obj)
 
 
-def validate_object(obj: dict[str, Any]) -> Event:
-    """The checks after JSON decoding; exposed for callers that already hold a dict."""
-    get = obj.get
-    for name in _COMMON_REQUIRED:
-        if get(name) is None:
-            raise InvalidEvent(f"missing_field:{name}")
-    etype = obj["type"]
-    known = type(etype) is str and etype in EVENT_TYPES
-    if known:
-        for name in _TYPE_REQUIRED.get(etype, ()):
-            if get(name) is None:
-                raise InvalidEvent(f"missing_field:{name}")
-    else:
-        raise InvalidEvent("unknown_type")
-
-    # wrong_type, in contract field order.
-    for name in _STRING_FIELDS:
-        value = get(name)
-        if value is not None and type(value) is not str:
-            raise InvalidEvent(f"wrong_type:{name}")
-    customer_value = get("customer_value")
-    if customer_value is not None and type(customer_value) not in (int, float):
-        raise InvalidEvent("wrong_type:customer_value")
-    score = get("score")
-    if score is not None and type(score) is not int:
-        raise InvalidEvent("wrong_type:score")
-    if type(obj["schema_version"]) is not int:
-        raise InvalidEvent("wrong_type:schema_version")
-
-    # invalid_value, in contract field order.
-    for name in _STRING_FIELDS:
-        if get(name) == "":
+def _check_value(name: str, value: Any, etype: str) -> None:
+    """invalid_value rules of one present, correctly typed field."""
+    if type(value) is str:
+        if value == "" or _SURROGATE.search(value):
+            # Empty, or a lone surrogate escape: not text that UTF-8 can carry.
             raise InvalidEvent(f"invalid_value:{name}")
-    try:
-        occurred_us = parse_occurred_at(obj["occurred_at"])
-    except ValueError:
-        raise InvalidEvent("invalid_value:occurred_at") from None
-    channel = get("channel")
-    if channel is not None and _WORD.fullmatch(channel) is None:
-        raise InvalidEvent("invalid_value:channel")
-    author = get("author")
-    if author is not None and author not in AUTHORS:
-        raise InvalidEvent("invalid_value:author")
-    priority = get("priority")
-    if priority is not None and priority not in PRIORITIES:
-        raise InvalidEvent("invalid_value:priority")
-    segment = get("segment")
-    if segment is not None and _WORD.fullmatch(segment) is None:
-        raise InvalidEvent("invalid_value:segment")
-    if customer_value is not None and (
-        customer_value < 0 or (type(customer_value) is float and not math.isfinite(customer_value))
-    ):
-        raise InvalidEvent("invalid_value:customer_value")
-    if score is not None:
+        if name in ("channel", "segment") and _WORD.fullmatch(value) is None:
+            raise InvalidEvent(f"invalid_value:{name}")
+        if (name == "author" and value not in AUTHORS) or (
+            name == "priority" and value not in PRIORITIES
+        ):
+            raise InvalidEvent(f"invalid_value:{name}")
+    elif name == "customer_value":
+        if value < 0 or (type(value) is float and not math.isfinite(value)):
+            raise InvalidEvent("invalid_value:customer_value")
+        if type(value) is int and value > _MAX_FLOAT_INT:
+            raise InvalidEvent("invalid_value:customer_value")  # not representable
+    elif name == "score":
         low, high = SURVEY_RANGES.get(etype, _ANY_SCORE_RANGE)
-        if not low <= score <= high:
+        if not low <= value <= high:
             raise InvalidEvent("invalid_value:score")
-    if obj["schema_version"] != 1:
+    elif name == "schema_version" and value != 1:
         raise InvalidEvent("invalid_value:schema_version")
 
-    extra = {k: v for k, v in obj.items() if k not in _KNOWN_FIELDS}
+
+def validate_object(obj: dict[str, Any]) -> Event:
+    """The checks after JSON decoding; each class of check runs in contract field order."""
+    get = obj.get
+    etype = get("type")
+    known = type(etype) is str and etype in EVENT_TYPES
+    required = _REQUIRED_BY_TYPE[etype] if known else _COMMON_REQUIRED_ORDERED
+    for name in required:
+        if get(name) is None:
+            raise InvalidEvent(f"missing_field:{name}")
+    if not known:
+        raise InvalidEvent("unknown_type")
+
+    present = [(name, obj[name]) for name in _FIELD_ORDER if get(name) is not None]
+    for name, value in present:
+        if type(value) not in _ALLOWED_TYPES[name]:
+            raise InvalidEvent(f"wrong_type:{name}")
+    for name, value in present:
+        if name == "occurred_at":
+            if value == "":
+                raise InvalidEvent("invalid_value:occurred_at")
+            try:
+                occurred_us = parse_occurred_at(value)
+            except ValueError:
+                raise InvalidEvent("invalid_value:occurred_at") from None
+        else:
+            _check_value(name, value, etype)
+
+    customer_value = get("customer_value")
     return Event(
         event_id=obj["event_id"],
         type=etype,
         occurred_us=occurred_us,
         conversation_id=obj["conversation_id"],
         schema_version=1,
-        channel=channel,
+        channel=get("channel"),
         team=get("team"),
         agent_id=get("agent_id"),
-        author=author,
-        priority=priority,
+        author=get("author"),
+        priority=get("priority"),
         region=get("region"),
         customer_id=get("customer_id"),
-        segment=segment,
+        segment=get("segment"),
         customer_value=float(customer_value) if customer_value is not None else None,
-        score=score,
-        extra=extra,
+        score=get("score"),
+        extra={k: v for k, v in obj.items() if k not in _KNOWN_FIELDS},
     )

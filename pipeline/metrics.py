@@ -25,6 +25,7 @@ class Metrics(NamedTuple):
     sink_contributions: Counter
     sink_rows: Counter
     sink_flush_seconds: Histogram
+    visibility_latency: Histogram
     sink_flush_failures: Counter
     sink_paused: Gauge
     sink_cached_partials: Gauge
@@ -92,6 +93,13 @@ class Metrics(NamedTuple):
                 namespace=ns,
                 registry=registry,
                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            ),
+            visibility_latency=Histogram(
+                "visibility_latency_seconds",
+                "From an event's Kafka timestamp to its minute row committed in ClickHouse.",
+                namespace=ns,
+                registry=registry,
+                buckets=(0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 30, 60, 120, 300),
             ),
             sink_flush_failures=Counter(
                 "sink_flush_failures",

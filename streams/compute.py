@@ -50,6 +50,7 @@ class LogRecord:
     watermark_us: int
     state: dict[str, Any]
     contribution: dict[str, Any] | None = None
+    source_timestamp: float = 0.0  # Kafka timestamp of the event (freshness metric)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +59,7 @@ class LogRecord:
             "wm": self.watermark_us,
             "s": self.state,
             "c": self.contribution,
+            "ts": self.source_timestamp,
         }
 
 
@@ -76,12 +78,14 @@ class ComputeRole:
             # After (re)assignment the table holds the recovered log: the partition's
             # watermark is the greatest one recorded there.
             watermark: int | None = None
+            replayed_until = -1
             index = ExpiryIndex(self.settings.kpi.state_sweep_every_events)
             for key, value in table.items():
                 if value and value.get("p") == partition:
                     wm = value["wm"]
                     if watermark is None or wm > watermark:
                         watermark = wm
+                    replayed_until = max(replayed_until, value["o"])
                     index.touch(key, value["s"]["t"])
             self.expiry[partition] = index
             kpi = self.settings.kpi
@@ -90,6 +94,7 @@ class ComputeRole:
                 retention_us=kpi.state_retention_days * 86_400 * 1_000_000,
                 sla_us=kpi.sla_targets_us(),
                 watermark_us=watermark,
+                replayed_until=replayed_until,
             )
             self.gates[partition] = gate
             log.info("partition gate ready", extra=kv(partition=partition, watermark_us=watermark))
@@ -166,6 +171,7 @@ def register_compute(app: faust.App, settings: Settings, metrics: Metrics) -> Co
                 gate.watermark_us or 0,
                 outcome.state.to_json(),
                 outcome.contribution.to_json(),
+                msg.timestamp or 0.0,
             )
             conversations[key] = record.to_json()
             metrics.watermark.labels(str(msg.partition)).set((gate.watermark_us or 0) / 1e6)

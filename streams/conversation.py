@@ -171,7 +171,9 @@ def apply_event(state: ConversationState, event: Event, sla_us: dict[str, int]) 
             if state.wait_start_us is not None:
                 waited = t - state.wait_start_us
                 state.wait_start_us = None
-                if state.first_pending:
+                # "Before a conversation's first conversation.opened is seen, closed waits
+                # give reply-time samples" (a reopen alone does not make an FRT).
+                if state.first_pending and state.opened_us is not None:
                     state.first_pending = False
                     inc["frt"] = _duration(waited)
                     # SLA uses the priority at the replying event; equal is not a breach.

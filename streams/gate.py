@@ -35,7 +35,7 @@ class Outcome:
 class PartitionGate:
     """Decides the fate of each valid event of one partition, in offset order."""
 
-    __slots__ = ("allowed_lateness_us", "retention_us", "sla_us", "watermark_us")
+    __slots__ = ("allowed_lateness_us", "replayed_until", "retention_us", "sla_us", "watermark_us")
 
     def __init__(
         self,
@@ -44,11 +44,17 @@ class PartitionGate:
         retention_us: int,
         sla_us: dict[str, int],
         watermark_us: int | None = None,
+        replayed_until: int = -1,
     ) -> None:
         self.allowed_lateness_us = allowed_lateness_us
         self.retention_us = retention_us
         self.sla_us = sla_us
         self.watermark_us = watermark_us
+        # Highest source offset already recorded in the conversation log when this gate
+        # was rebuilt. Up to it, the recovered watermark is ahead of the one the first
+        # pass had, so expiry (a watermark comparison) is not re-judged there: a state
+        # the first pass saw expired was replaced by then, or the event was late anyway.
+        self.replayed_until = replayed_until
 
     def is_expired(self, state: ConversationState) -> bool:
         """State lives ``retention`` of event time after the conversation's last event."""
@@ -59,7 +65,7 @@ class PartitionGate:
         if state is not None:
             if offset <= state.last_offset:
                 return Outcome(Verdict.REPLAYED, state)
-            if self.is_expired(state):
+            if offset > self.replayed_until and self.is_expired(state):
                 state = None
         # Order of checks: (validated already) de-duplicate, then lateness.
         if state is not None and event.event_id in state.event_ids:

@@ -32,9 +32,10 @@ __all__ = [
 
 RELATIVE_ACCURACY = 0.01
 GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
-# Seconds. Anything at or below a millisecond (0, and negatives clamped to 0) is "instant".
-MIN_VALUE = 1e-3
-# Int16 minimum; cannot collide with a real key (values > MIN_VALUE give keys >= -345).
+# Seconds. Durations are whole microseconds, so the smallest non-zero one (1 us) keeps its
+# 1% accuracy; only 0 (and negatives, clamped to 0) land in the zero bucket.
+MIN_VALUE = 5e-7
+# Int16 minimum; cannot collide with a real key (values > MIN_VALUE give keys >= -725).
 ZERO_KEY = -32768
 # Int16 maximum; values too large for it (about 1e284 s and above, or inf) are clamped.
 MAX_KEY = 32767

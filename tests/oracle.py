@@ -336,7 +336,14 @@ class _Conversation:
 
 @dataclass
 class Oracle:
-    """Exact results of one clean pass (see module doc)."""
+    """Exact results of one clean pass.
+
+    ``dead_letters``: reason -> count; ``late`` / ``duplicates`` / ``accepted``: event
+    counts; ``minutes``: ``(grouping, group key, minute since the epoch)`` -> row (see
+    :func:`new_row`), where the group key holds only the grouping's own dimensions (``()``
+    for overall, ``(team, channel)`` for team_channel). Only minutes that received an
+    accepted event have a row.
+    """
 
     dead_letters: dict[str, int] = field(default_factory=dict)
     late: int = 0
@@ -418,6 +425,8 @@ class _Recompute:
             conv.wait_since_us = None
             first_of_cycle = conv.cycle_awaits_first_reply
             conv.cycle_awaits_first_reply = False
+            # Before the first conversation.opened every closed wait is a reply sample,
+            # even after a reopen (Precise rules / Conversation state).
             if first_of_cycle and conv.first_opened_us is not None:
                 samples["frt"] = waited
                 if waited > self.sla_us[conv.current("priority")]:

@@ -115,7 +115,7 @@ class PipelineHarness:
 
     def logs(self) -> str:
         return "\n".join(
-            f"== {p.name}\n" + p.read_text(errors="replace")[-4000:]
+            f"== {p.name}\n" + p.read_text(errors="replace")[-12000:]
             for p in sorted(self.log_dir.glob("*.log"))
         )
 

@@ -11,6 +11,7 @@ insert of the same row is harmless (``ReplacingMergeTree(version)``).
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -82,6 +83,7 @@ class KpiSink(BaseSink[SinkMessage]):
         self.retry_after = retry_after
         self.rollup = MinuteRollup()
         self._pending: list[tuple[int, int, Contribution]] = []
+        self._unwritten_ts: list[float] = []  # source timestamps awaiting a successful insert
         self._dead: list[tuple[Any, ...]] = []
         self._late: list[tuple[Any, ...]] = []
         self._max_minute: dict[int, int] = {}
@@ -99,6 +101,9 @@ class KpiSink(BaseSink[SinkMessage]):
             partition = int(value["p"])
             contribution = Contribution.from_json(value["c"])
             self._pending.append((partition, int(value["o"]), contribution))
+            ts = value.get("ts")
+            if ts:
+                self._unwritten_ts.append(float(ts))
             wm_minute = int(value["wm"]) // 60_000_000
             if wm_minute > self._max_minute.get(partition, -1):
                 self._max_minute[partition] = wm_minute
@@ -149,6 +154,12 @@ class KpiSink(BaseSink[SinkMessage]):
             raise SinkError(f"ClickHouse write failed: {exc}") from exc
         self._evict()
         self.metrics.sink_cached_partials.set(len(self.rollup))
+        if self._unwritten_ts:
+            now = time.time()
+            observe = self.metrics.visibility_latency.observe
+            for ts in self._unwritten_ts:
+                observe(max(now - ts, 0.0))
+            self._unwritten_ts.clear()
         return written
 
     def _fold_pending(self) -> None:

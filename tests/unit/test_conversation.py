@@ -171,11 +171,6 @@ def test_closed_waits_before_any_opened_are_reply_samples() -> None:
     assert samples(out) == [(1, "reply", 40 * US), (3, "reply", 5 * US), (5, "frt", 30 * US)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a reopen before the first opened starts an FRT cycle; the contract says "
-    "closed waits before the first opened give reply-time samples",
-)
 def test_reopen_before_any_opened_still_gives_reply_samples() -> None:
     # "Before a conversation's first conversation.opened is seen, closed waits give
     # reply-time samples" (Precise rules / Conversation state).
