@@ -178,7 +178,8 @@ require_java() {
   command -v java >/dev/null 2>&1 ||
     die "java not found on PATH; install a JDK 17+ (e.g. apt-get install -y openjdk-17-jre-headless)"
   local line major
-  line=$(java -version 2>&1 | head -n 1)
+  line=$(java -version 2>&1) || die "'java -version' failed; check the JDK on PATH"
+  line=${line%%$'\n'*}
   if [[ $line =~ \"([0-9]+) ]]; then
     major=${BASH_REMATCH[1]}
     ((major >= 17)) || die "Kafka 4 needs Java 17+, but 'java' is: $line; put a JDK 17+ first on PATH"
@@ -228,6 +229,7 @@ ensure_libs() {
     return 0
   fi
 
+  rm -rf "$home"/resolve.* # left by a fetch that was killed; we hold the lock, so not in use
   log "fetching Kafka $KAFKA_VERSION jars with Maven into $LIBS (first run only)"
   RESOLVE_TMP=$(mktemp -d "$home/resolve.XXXXXX")
   trap cleanup_resolve EXIT
@@ -486,7 +488,8 @@ node_started() {
   if (($(wc -c <"$server_log") < offset)); then
     offset=0 # the log rolled over since the launch
   fi
-  tail -c "+$((offset + 1))" "$server_log" | grep -q 'Kafka Server started'
+  # Not `tail | grep -q`: with pipefail, tail's SIGPIPE after an early match would read as "no".
+  grep -q 'Kafka Server started' < <(tail -c "+$((offset + 1))" "$server_log")
 }
 
 # metadata_ok: the cluster answers DescribeCluster with every broker, if kafka-python exists.

@@ -1,0 +1,202 @@
+"""The ClickHouse sink against the real engine (chDB), with fault-injecting store doubles."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from pipeline.config import Settings
+from pipeline.metrics import Metrics
+from sinks.base import SinkBackpressureError, SinkError
+from sinks.clickhouse.kpi_sink import KpiSink, SinkMessage
+from sinks.clickhouse.migrate import migrate
+from sinks.clickhouse.store import Capabilities, ClickHouseStore, StoreUnavailable
+from streams.conversation import Contribution
+from streams.sink_agent import flush_with_backoff
+
+LOG, DLQ, LATE = "log", "dlq", "late"
+MINUTE = 29_400_000  # some minute since the epoch
+NOW = time.time()  # side tables have a TTL on the source time: keep it recent
+
+
+class FlakyStore(ClickHouseStore):
+    """Refuses every call while ``down`` (a ClickHouse server that is unreachable)."""
+
+    def __init__(self, client: Any, database: str) -> None:
+        super().__init__(client, database, Capabilities(embedded=True))
+        self.down = False
+        self.refused = 0
+
+    def _run(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.down:
+            self.refused += 1
+            raise StoreUnavailable(f"ClickHouse {what} failed: connection refused")
+        return super()._run(what, fn, *args, **kwargs)
+
+
+class BrokenStore(FlakyStore):
+    """Fails with a non-transient error (a schema problem): retrying cannot help."""
+
+    def _run(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if what == "insert":
+            raise ValueError("Code: 16. DB::Exception: No such column frt_sum_us")
+        return super()._run(what, fn, *args, **kwargs)
+
+
+def sink_factory(store: ClickHouseStore, registry: CollectorRegistry) -> KpiSink:
+    migrate(store, minute_ttl_days=400, side_ttl_days=30)
+    return KpiSink(
+        store,
+        log_topic=LOG,
+        dead_letter_topic=DLQ,
+        late_topic=LATE,
+        allowed_lateness_seconds=600,
+        metrics=Metrics.create(registry),
+        retry_after=0.01,
+    )
+
+
+def log_message(partition: int, offset: int, team: str, inc: dict[str, int]) -> SinkMessage:
+    contribution = Contribution(MINUTE, team, "chat", "emea", "normal", "smb", inc)
+    value = {
+        "p": partition,
+        "o": offset,
+        "wm": MINUTE * 60_000_000,
+        "s": {},
+        "c": contribution.to_json(),
+        "ts": 0,
+    }
+    return SinkMessage(LOG, partition, offset, b"conv", value, {}, 0.0)
+
+
+def overall(store: ClickHouseStore) -> tuple[int, int, int]:
+    rows = store.query(
+        f"SELECT sum(events), sum(opened), sum(frt_count) FROM {store.database}.kpi_minute "
+        "WHERE grouping = 'overall'"
+    )
+    return tuple(int(v or 0) for v in rows[0])  # type: ignore[return-value]
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def test_outage_keeps_the_batch_and_writes_it_once_back(
+    chdb_client: Any, chdb_database: str, registry: CollectorRegistry
+) -> None:
+    store = FlakyStore(chdb_client, chdb_database)
+    sink = sink_factory(store, registry)
+    for offset in range(5):
+        sink.add(log_message(0, offset, "billing", {"events": 1, "opened": 1}))
+    store.down = True
+    for _ in range(3):
+        with pytest.raises(SinkBackpressureError):
+            sink.flush()
+    assert sink.has_pending
+    store.down = False
+    assert sink.flush() > 0
+    assert overall(store) == (5, 5, 0)
+    # A restarted sink re-reads the same contributions: every row already holds them.
+    again = sink_factory(FlakyStore(chdb_client, chdb_database), CollectorRegistry())
+    for offset in range(5):
+        again.add(log_message(0, offset, "billing", {"events": 1, "opened": 1}))
+    again.add(log_message(0, 5, "billing", {"events": 1, "frt": 2_000_000}))
+    again.flush()
+    assert overall(store) == (6, 5, 1)
+    assert registry.get_sample_value("cxpulse_sink_flush_failures_total") == 3
+
+
+def test_outage_during_the_insert_after_the_fold(
+    chdb_client: Any, chdb_database: str, registry: CollectorRegistry
+) -> None:
+    """Contributions are folded once even if the insert that follows fails."""
+    store = FlakyStore(chdb_client, chdb_database)
+    sink = sink_factory(store, registry)
+    sink.add(log_message(1, 10, "tech", {"events": 1, "opened": 1}))
+    original_insert = store.insert
+
+    def failing_insert(*args: Any) -> int:
+        store.down = True
+        return original_insert(*args)
+
+    store.insert = failing_insert  # type: ignore[method-assign]
+    with pytest.raises(SinkBackpressureError):
+        sink.flush()
+    store.insert = original_insert  # type: ignore[method-assign]
+    store.down = False
+    sink.flush()
+    assert overall(store) == (1, 1, 0)
+
+
+def test_flush_with_backoff_pauses_then_resumes(
+    chdb_client: Any, chdb_database: str, registry: CollectorRegistry
+) -> None:
+    store = FlakyStore(chdb_client, chdb_database)
+    sink = sink_factory(store, registry)
+    sink.add(log_message(0, 1, "billing", {"events": 1}))
+    store.down = True
+    settings = Settings(sink={"retry_initial_seconds": 0.01, "retry_max_seconds": 0.05})
+    metrics = sink.metrics
+    paused_seen: list[float | None] = []
+
+    async def scenario() -> int:
+        async def recover() -> None:
+            await asyncio.sleep(0.2)
+            paused_seen.append(registry.get_sample_value("cxpulse_sink_paused"))
+            store.down = False
+
+        task = asyncio.create_task(recover())
+        written = await flush_with_backoff(sink, settings, metrics)
+        await task
+        return written
+
+    assert asyncio.run(scenario()) > 0
+    assert paused_seen == [1.0]
+    assert registry.get_sample_value("cxpulse_sink_paused") == 0.0
+    assert store.refused >= 2
+    assert overall(store) == (1, 0, 0)
+
+
+def test_fatal_errors_are_not_retried(chdb_client: Any, chdb_database: str) -> None:
+    store = BrokenStore(chdb_client, chdb_database)
+    sink = sink_factory(store, CollectorRegistry())
+    sink.add(log_message(0, 1, "billing", {"events": 1}))
+    with pytest.raises(SinkError):
+        sink.flush()
+
+
+def test_side_records_are_keyed_by_source_position(
+    chdb_client: Any, chdb_database: str, registry: CollectorRegistry
+) -> None:
+    store = FlakyStore(chdb_client, chdb_database)
+    sink = sink_factory(store, registry)
+    headers = {
+        "cxpulse.reason": b"invalid_json",
+        "cxpulse.source.topic": b"events",
+        "cxpulse.source.partition": b"2",
+        "cxpulse.source.offset": b"41",
+    }
+    for copy in range(3):  # a re-sent dead letter replaces itself
+        sink.add(SinkMessage(DLQ, 2, copy, b"k", b"not json", headers, NOW))
+    sink.add(
+        SinkMessage(
+            LATE,
+            0,
+            0,
+            b"conv-9",
+            b"{}",
+            {**headers, "cxpulse.reason": b"late", "cxpulse.lateness.us": b"900000000"},
+            NOW,
+        )
+    )
+    sink.flush()
+    db = chdb_database
+    dead = store.query(f"SELECT reason, source_offset, payload FROM {db}.dead_letters FINAL")
+    late = store.query(f"SELECT conversation_id, lateness_seconds FROM {db}.late_events FINAL")
+    assert dead == [("invalid_json", 41, "not json")]
+    assert late == [("conv-9", 900.0)]
