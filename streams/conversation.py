@@ -69,6 +69,8 @@ class ConversationState:
     first_pending: bool = False  # the next closed wait of this cycle is the FRT
     human_messages: int = 0  # human agent messages so far (one-touch)
     reopened: bool = False  # ever reopened (one-touch)
+    reopens: int = 0
+    resolved: bool = False  # resolved and not reopened/opened since
     team: str | None = None
     channel: str | None = None
     region: str | None = None
@@ -97,6 +99,8 @@ class ConversationState:
             "f": self.first_pending,
             "h": self.human_messages,
             "r": self.reopened,
+            "rc": self.reopens,
+            "rs": self.resolved,
             "team": self.team,
             "channel": self.channel,
             "region": self.region,
@@ -117,6 +121,8 @@ class ConversationState:
             first_pending=data["f"],
             human_messages=data["h"],
             reopened=data["r"],
+            reopens=data.get("rc", 0),
+            resolved=data.get("rs", False),
             team=data["team"],
             channel=data["channel"],
             region=data["region"],
@@ -187,16 +193,20 @@ def apply_event(state: ConversationState, event: Event, sla_us: dict[str, int]) 
         if state.opened_us is None:
             state.opened_us = t  # resolution time stays measured from the first open
         state.first_pending = True
+        state.resolved = False
         if state.wait_start_us is None:
             state.wait_start_us = t
     elif etype == "conversation.reopened":
         inc["reopens"] = 1
         state.reopened = True
+        state.reopens += 1
+        state.resolved = False
         state.first_pending = True
         if state.wait_start_us is None:
             state.wait_start_us = t
     elif etype == "conversation.resolved":
         inc["resolutions"] = 1
+        state.resolved = True
         state.wait_start_us = None  # discarded without a sample
         if state.opened_us is not None:
             inc["resolution"] = _duration(t - state.opened_us)

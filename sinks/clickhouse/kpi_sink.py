@@ -14,14 +14,14 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline.logs import kv
 from pipeline.metrics import Metrics
 from sinks.base import BaseSink, SinkBackpressureError, SinkError
 from sinks.clickhouse.store import Store, StoreUnavailable
-from streams.conversation import Contribution
+from streams.conversation import Contribution, ConversationState
 from streams.partials import PARTIAL_COLUMNS, SKETCH_FIELDS, TIME_SUM_FIELDS, MinutePartial
 from streams.rollup import MinuteRollup, RowKey
 
@@ -44,6 +44,37 @@ _TIME_SUMS = frozenset(TIME_SUM_FIELDS)
 _STORED = tuple(f"{c}_us" if c in _TIME_SUMS else c for c in PARTIAL_COLUMNS)
 _PARTIAL_INSERT_COLUMNS = (*_KEY_COLUMNS, "version", *_STORED)
 _SIDE_COLUMNS = ("source_topic", "source_partition", "source_offset", "source_time")
+
+
+_FACT_COLUMNS = (
+    "conversation_id",
+    "source_partition",
+    "version",
+    "team",
+    "channel",
+    "region",
+    "priority",
+    "segment",
+    "customer_id",
+    "customer_value",
+    "status",
+    "opened_at",
+    "waiting_since",
+    "awaiting_first_response",
+    "human_agent_messages",
+    "reopens",
+    "events",
+    "last_event_at",
+)
+
+
+def _utc(epoch_us: int | None) -> datetime | None:
+    if epoch_us is None:
+        return None
+    return _EPOCH + timedelta(microseconds=epoch_us)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(slots=True)
@@ -84,6 +115,7 @@ class KpiSink(BaseSink[SinkMessage]):
         self.rollup = MinuteRollup()
         self._pending: list[tuple[int, int, Contribution]] = []
         self._unwritten_ts: list[float] = []  # source timestamps awaiting a successful insert
+        self._facts: dict[bytes, tuple[int, int, dict[str, Any]]] = {}  # key -> (p, offset, state)
         self._dead: list[tuple[Any, ...]] = []
         self._late: list[tuple[Any, ...]] = []
         self._max_minute: dict[int, int] = {}
@@ -96,9 +128,16 @@ class KpiSink(BaseSink[SinkMessage]):
     def add(self, record: SinkMessage) -> None:
         if record.topic == self.log_topic:
             value = record.value
-            if not value or not value.get("c"):
-                return  # tombstone (expired conversation) or a state-only record
+            if not value:
+                return  # tombstone: an expired conversation (its facts row ages out by TTL)
             partition = int(value["p"])
+            offset = int(value["o"])
+            if record.key is not None:
+                known = self._facts.get(record.key)
+                if known is None or known[1] < offset:
+                    self._facts[record.key] = (partition, offset, value["s"])
+            if not value.get("c"):
+                return
             contribution = Contribution.from_json(value["c"])
             self._pending.append((partition, int(value["o"]), contribution))
             ts = value.get("ts")
@@ -138,6 +177,7 @@ class KpiSink(BaseSink[SinkMessage]):
         try:
             self._fold_pending()
             written = self._write_partials()
+            written += self._write_facts()
             written += self._write_side()
         except StoreUnavailable as exc:
             self.metrics.sink_flush_failures.inc()
@@ -246,6 +286,41 @@ class KpiSink(BaseSink[SinkMessage]):
         self.metrics.sink_rows.labels("kpi_minute_partials").inc(count)
         return count
 
+    def _write_facts(self) -> int:
+        if not self._facts:
+            return 0
+        rows = []
+        for key, (partition, offset, st) in self._facts.items():
+            team, channel, region, priority, segment = ConversationState.from_json(st).dims()
+            rows.append(
+                (
+                    key.decode("utf-8", "replace"),
+                    partition,
+                    offset,
+                    team,
+                    channel,
+                    region,
+                    priority,
+                    segment,
+                    st.get("customer_id") or "",
+                    st.get("customer_value"),
+                    "resolved" if st.get("rs") else "open",
+                    _utc(st.get("o")),
+                    _utc(st.get("w")),
+                    1 if st.get("f") else 0,
+                    st.get("h", 0),
+                    st.get("rc", 0),
+                    len(st.get("ids", ())),
+                    _utc(st.get("t")),
+                )
+            )
+        count = self.store.insert(
+            "conversation_facts", list(zip(*rows, strict=True)), _FACT_COLUMNS
+        )
+        self._facts.clear()
+        self.metrics.sink_rows.labels("conversation_facts").inc(count)
+        return count
+
     def _write_side(self) -> int:
         written = 0
         if self._dead:
@@ -268,4 +343,4 @@ class KpiSink(BaseSink[SinkMessage]):
 
     @property
     def has_pending(self) -> bool:
-        return bool(self._pending or self._dead or self._late or self.rollup.dirty())
+        return bool(self._pending or self._dead or self._late or self._facts or self.rollup.dirty())

@@ -15,7 +15,7 @@ from sinks.base import SinkBackpressureError, SinkError
 from sinks.clickhouse.kpi_sink import KpiSink, SinkMessage
 from sinks.clickhouse.migrate import migrate
 from sinks.clickhouse.store import Capabilities, ClickHouseStore, StoreUnavailable
-from streams.conversation import Contribution
+from streams.conversation import Contribution, ConversationState
 from streams.sink_agent import flush_with_backoff
 
 LOG, DLQ, LATE = "log", "dlq", "late"
@@ -66,7 +66,7 @@ def log_message(partition: int, offset: int, team: str, inc: dict[str, int]) -> 
         "p": partition,
         "o": offset,
         "wm": MINUTE * 60_000_000,
-        "s": {},
+        "s": ConversationState(team=team, last_event_us=MINUTE * 60_000_000).to_json(),
         "c": contribution.to_json(),
         "ts": 0,
     }
@@ -108,6 +108,11 @@ def test_outage_keeps_the_batch_and_writes_it_once_back(
     again.add(log_message(0, 5, "billing", {"events": 1, "frt": 2_000_000}))
     again.flush()
     assert overall(store) == (6, 5, 1)
+    facts = store.query(
+        "SELECT conversation_id, version, team, status "
+        f"FROM {store.database}.conversation_facts FINAL"
+    )
+    assert facts == [("conv", 5, "billing", "open")]
     assert registry.get_sample_value("cxpulse_sink_flush_failures_total") == 3
 
 
@@ -199,4 +204,6 @@ def test_side_records_are_keyed_by_source_position(
     dead = store.query(f"SELECT reason, source_offset, payload FROM {db}.dead_letters FINAL")
     late = store.query(f"SELECT conversation_id, lateness_seconds FROM {db}.late_events FINAL")
     assert dead == [("invalid_json", 41, "not json")]
+    facts = store.query(f"SELECT count() FROM {db}.conversation_facts")
+    assert facts == [(0,)]
     assert late == [("conv-9", 900.0)]
