@@ -6,7 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DURATION ?= 120
-RATE ?= 300
+RATE ?= 100
+SEED ?= 42
 PYTEST_ARGS ?=
 
 .PHONY: help install kafka run test lint unit integration bench clean
@@ -29,7 +30,7 @@ kafka:  ## fetch the Kafka broker jars into ~/.cache/cxpulse (once)
 	bash deploy/kafka/kafka.sh fetch
 
 run: install kafka  ## the main job: local Kafka + simulator + workers + chDB + live board
-	CXPULSE_PYTHON=$(PY) $(VENV)/bin/cxpulse run --duration $(DURATION) --rate $(RATE)
+	CXPULSE_PYTHON=$(PY) $(VENV)/bin/cxpulse run --duration $(DURATION) --rate $(RATE) --seed $(SEED)
 
 lint: install  ## ruff lint + format check
 	$(VENV)/bin/ruff check .
@@ -38,12 +39,17 @@ lint: install  ## ruff lint + format check
 unit: install  ## unit tests only (no broker)
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
+integration: install kafka  ## integration tests only (real broker, real workers, chDB)
+	CXPULSE_PYTHON=$(PY) $(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
+
 test: install kafka lint  ## the whole suite: lint, unit, integration (one shared local broker)
 	CXPULSE_PYTHON=$(PY) $(PY) -m pytest -q $(PYTEST_ARGS)
 
-bench: install kafka  ## benchmarks (bench/README.md)
+bench: install kafka  ## benchmarks, ratios measured side by side (bench/README.md)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
-	CXPULSE_PYTHON=$(PY) $(PY) bench/run_all.py
+	$(PY) bench/contract_throughput.py
+	$(PY) bench/query_latency.py
+	CXPULSE_PYTHON=$(PY) $(PY) bench/pipeline_throughput.py
 
 clean:  ## remove generated state (var/, caches); keeps .venv and the jar cache
 	rm -rf var .pytest_cache .ruff_cache .hypothesis

@@ -142,6 +142,51 @@ def pipeline_rate(
     return compute_rate, whole, mem
 
 
+# -- (a2) a Faust agent that only iterates: the framework's own ceiling -------------------------
+
+_FAUST_BARE = r"""
+import sys
+import faust
+
+bootstrap, topic, group, datadir = sys.argv[1:5]
+sys.argv = [sys.argv[0], "worker", "-l", "warn"]
+app = faust.App(group, broker="kafka://" + bootstrap, store="memory://", datadir=datadir,
+                web_enabled=False, consumer_auto_offset_reset="earliest", autodiscover=False)
+source = app.topic(topic, key_serializer="raw", value_serializer="raw")
+
+@app.agent(source)
+async def bare(stream):
+    async for _event in stream.events():
+        yield None
+
+app.main()
+"""
+
+
+def consumer_process_rate(
+    cmd: list[str], bootstrap: str, group: str, tps: list[TopicPartition], n: int, log: Path
+) -> float:
+    """Steady-state events/s of a consumer process: first commit to all ``n`` committed."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    try:
+        timed_until(lambda: committed(bootstrap, group, tps) > 0, 180)
+        first_t, first_n = time.perf_counter(), committed(bootstrap, group, tps)
+        timed_until(lambda: committed(bootstrap, group, tps) >= n, 900)
+        return (n - first_n) / max(time.perf_counter() - first_t, 1e-9)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def faust_bare_rate(bootstrap: str, topic: str, n: int, partitions: int, workdir: Path) -> float:
+    group = f"faust-bare-{os.getpid()}"
+    script = workdir / "faust_bare.py"
+    script.write_text(_FAUST_BARE)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    cmd = [sys.executable, str(script), bootstrap, topic, group, str(workdir / "faust-bare")]
+    return consumer_process_rate(cmd, bootstrap, group, tps, n, workdir / "faust_bare.log")
+
+
 # -- (c) Quix Streams --------------------------------------------------------------------------
 
 _QUIX_APP = r"""
@@ -151,7 +196,8 @@ from quixstreams import Application
 
 bootstrap, topic, group = sys.argv[1:4]
 app = Application(broker_address=bootstrap, consumer_group=group, auto_offset_reset="earliest",
-                  state_dir=sys.argv[4], loglevel="WARNING", use_changelog_topics=True)
+                  state_dir=sys.argv[4], loglevel="WARNING", use_changelog_topics=True,
+                  commit_interval=0.5)
 
 def ts(value, headers, timestamp, timestamp_type):
     when = datetime.fromisoformat(value["occurred_at"].replace("Z", "+00:00"))
@@ -170,19 +216,8 @@ def quix_rate(bootstrap: str, topic: str, n: int, partitions: int, workdir: Path
     script = workdir / "quix_app.py"
     script.write_text(_QUIX_APP)
     tps = [TopicPartition(topic, p) for p in range(partitions)]
-    proc = subprocess.Popen(
-        [sys.executable, str(script), bootstrap, topic, group, str(workdir / "quix-state")],
-        stdout=subprocess.DEVNULL,
-        stderr=(workdir / "quix.log").open("w"),
-    )
-    try:
-        timed_until(lambda: committed(bootstrap, group, tps) > 0, 180)
-        first_t, first_n = time.perf_counter(), committed(bootstrap, group, tps)
-        timed_until(lambda: committed(bootstrap, group, tps) >= n, 900)
-        return (n - first_n) / (time.perf_counter() - first_t)
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    cmd = [sys.executable, str(script), bootstrap, topic, group, str(workdir / "quix-state")]
+    return consumer_process_rate(cmd, bootstrap, group, tps, n, workdir / "quix.log")
 
 
 # -- latency at a steady rate ------------------------------------------------------------------
@@ -258,6 +293,8 @@ def main() -> None:
             n = len(data)
             a = asyncio.run(_bare(bootstrap, h.topics["events"], n))
             print(f"(a) bare aiokafka consumer, json.loads only : {a:10,.0f} events/s", flush=True)
+            a2 = faust_bare_rate(bootstrap, h.topics["events"], n, args.partitions, work)
+            print(f"    bare Faust agent, iterate only          : {a2:10,.0f} events/s", flush=True)
             compute_rate, b, mem = pipeline_rate(h, n, args.partitions)
             print(
                 f"(b) cxpulse pipeline, compute role          : {compute_rate:10,.0f} events/s",
@@ -273,6 +310,7 @@ def main() -> None:
                     f"(c) Quix Streams per-minute counts per team : {c:10,.0f} events/s", flush=True
                 )
             print(f"ratio b/a (target >= 0.50): {compute_rate / a:.2f}")
+            print(f"ratio b/(bare Faust)      : {compute_rate / a2:.2f}")
             if c:
                 print(f"ratio b/c (target > 1.00) : {compute_rate / c:.2f}")
             print(

@@ -275,17 +275,21 @@ def kpis(ctx: click.Context, window: int, url: str | None, as_json: bool) -> Non
 
 @cli.command()
 @click.option("--duration", type=float, default=120.0, show_default=True, help="Seconds to run.")
-@click.option("--rate", type=float, default=300.0, show_default=True, help="Simulated events/s.")
+@click.option("--rate", type=float, default=100.0, show_default=True, help="Simulated events/s.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--refresh", type=float, default=5.0, show_default=True, help="Board refresh (s).")
 @click.option(
     "--warmup-minutes",
     type=float,
-    default=30.0,
+    default=10.0,
     show_default=True,
-    help="Minutes of history produced first (0 = none).",
+    help="Minutes of recent history sent at once before live traffic (0 = none).",
 )
-@click.option("--warmup-rate", type=float, default=15.0, show_default=True, help="Its events/s.")
+@click.option(
+    "--keep-state",
+    is_flag=True,
+    help="Keep the previous demo's local broker data and ClickHouse (default: start fresh).",
+)
 @click.option(
     "--keep-broker", is_flag=True, help="Leave the local Kafka broker running afterwards."
 )

@@ -30,6 +30,7 @@ __all__ = [
     "SinkSettings",
     "TopicSettings",
     "load_settings",
+    "redact_dsn",
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -196,8 +197,13 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, _TomlSource(settings_cls))
 
     def as_dict(self) -> dict[str, Any]:
-        """Settings with secrets masked: the only form fit for logs and ``cxpulse config``."""
-        return self.model_dump(mode="json")
+        """Settings with secrets masked: the only form fit for logs and ``cxpulse config``.
+
+        The DSN is shown with only its credentials masked, so users can see where data goes.
+        """
+        data = self.model_dump(mode="json")
+        data["clickhouse"]["dsn"] = redact_dsn(self.clickhouse.dsn.get_secret_value())
+        return data
 
     def clickhouse_dsn(self) -> str:
         """The real DSN, with a relative chDB path anchored at the working directory."""
@@ -207,6 +213,16 @@ class Settings(BaseSettings):
             if rel and rel != "memory" and not rel.startswith(":"):
                 return "chdb://" + str(Path(rel).resolve())
         return dsn
+
+
+def redact_dsn(dsn: str) -> str:
+    """``scheme://user:***@host/...``: credentials masked, the rest kept."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep or "@" not in rest:
+        return dsn
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -223,7 +239,9 @@ class _TomlSource(PydanticBaseSettingsSource):
             with open(path, "rb") as fh:
                 return tomllib.load(fh)
         except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path} (fix CXPULSE_CONFIG)") from None
+            raise ConfigError(
+                f"config file not found: {path} (fix --config or CXPULSE_CONFIG)"
+            ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +43,22 @@ def _reachable(bootstrap: str) -> bool:
         return False
 
 
-def _start_local_kafka(settings: Settings) -> Path | None:
-    """Start the project's broker under ``<data_dir>/kafka`` unless one already answers."""
+def _start_local_kafka(settings: Settings, *, fresh: bool) -> Path | None:
+    """Start the project's broker under ``<data_dir>/kafka`` unless one already answers.
+
+    With ``fresh``, the previous demo's local state (broker data, worker state, embedded
+    ClickHouse under the data dir) is removed first: the same seed would otherwise replay
+    the same event ids, which the pipeline rightly drops as duplicates.
+    """
     bootstrap = settings.kafka.bootstrap_servers
     if _reachable(bootstrap):
-        click.echo(f"using the Kafka broker at {bootstrap}")
+        click.echo(
+            f"using the Kafka broker at {bootstrap} (not started by cxpulse: its topics and "
+            "any earlier run's data are kept; pass another --seed to avoid duplicates)"
+        )
         return None
+    if fresh:
+        _wipe_demo_state(settings)
     host, _, port = bootstrap.split(",")[0].rpartition(":")
     if host not in ("127.0.0.1", "localhost") or "," in bootstrap:
         raise CxpulseError(
@@ -74,6 +84,23 @@ def _start_local_kafka(settings: Settings) -> Path | None:
         )
     click.echo(f"Kafka ready in {time.monotonic() - started:.1f}s")
     return kafka_dir
+
+
+def _wipe_demo_state(settings: Settings) -> None:
+    data_dir = settings.data_dir.resolve()
+    doomed = [data_dir / "kafka", data_dir / "faust"]
+    dsn = settings.clickhouse_dsn()
+    if dsn.startswith("chdb://"):
+        chdb_path = Path(dsn.removeprefix("chdb://"))
+        if chdb_path.is_relative_to(data_dir):
+            doomed.append(chdb_path)
+    existing = [p for p in doomed if p.exists()]
+    if existing:
+        click.echo(
+            f"fresh start: removing the previous demo state ({', '.join(map(str, existing))})"
+        )
+        for path in existing:
+            shutil.rmtree(path)
 
 
 def _stop_local_kafka(kafka_dir: Path) -> None:
@@ -119,14 +146,14 @@ def run_demo(
     seed: int,
     refresh: float,
     keep_broker: bool,
-    warmup_minutes: float = 30.0,
-    warmup_rate: float = 15.0,
+    warmup_minutes: float = 10.0,
+    keep_state: bool = False,
 ) -> int:
     from pipeline.producer import run_simulation
 
     if not settings.clickhouse.is_embedded:
         click.echo(f"writing to ClickHouse at {settings.clickhouse.dsn} (server DSN)")
-    kafka_dir = _start_local_kafka(settings)
+    kafka_dir = _start_local_kafka(settings, fresh=not keep_state)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     stop = threading.Event()
     report: dict[str, Any] = {}
@@ -137,31 +164,10 @@ def run_demo(
         procs["sink"] = _spawn_worker(settings, "sink", log_dir)
         procs["compute"] = _spawn_worker(settings, "compute", log_dir)
         click.echo(f"workers started (logs in {log_dir})")
-        live_start = datetime.now(tz=UTC).replace(microsecond=0)
-        if warmup_minutes > 0:
-            # History first, so the board shows resolutions and surveys (which arrive
-            # minutes to hours after a conversation opens) from the start.
-            click.echo(
-                f"warm-up: the last {warmup_minutes:g} minutes of history at {warmup_rate:g} "
-                "events/s, as fast as possible ..."
-            )
-            warm = run_simulation(
-                settings,
-                rate=warmup_rate,
-                duration=0,
-                history_days=warmup_minutes / 1440,
-                seed=seed + 1,
-                incidents=(),
-                truth=None,
-                malformed_rate=0.001,
-                duplicate_rate=0.002,
-                late_rate=0.0,
-                output=None,
-                seasonality=False,
-                end=live_start,
-            )
-            report["warmup_events"] = warm["events"]
-        click.echo(f"live traffic: {rate:g} events/s for {duration:g}s")
+        click.echo(
+            f"traffic: {warmup_minutes:g} minutes of recent history at once, then "
+            f"{rate:g} events/s live for {duration:g}s (seed {seed})"
+        )
 
         def produce() -> None:
             try:
@@ -179,6 +185,7 @@ def run_demo(
                         late_rate=0.002,
                         output=None,
                         stop=stop,
+                        preroll=warmup_minutes * 60,
                     )
                 )
             except Exception as exc:  # surfaced after the loop
@@ -186,8 +193,8 @@ def run_demo(
 
         producer = threading.Thread(target=produce, name="simulator", daemon=True)
         producer.start()
-        deadline = time.monotonic() + duration
-        while producer.is_alive() and time.monotonic() < deadline + 5:
+        started = time.monotonic()
+        while producer.is_alive():  # ends after the simulated span (or on Ctrl-C)
             producer.join(refresh)
             for role, proc in procs.items():
                 if proc.poll() is not None:
@@ -196,11 +203,11 @@ def run_demo(
                     )
             payload = _board(settings)
             if payload is not None:
-                _show(payload, time.monotonic() - (deadline - duration))
+                _show(payload, time.monotonic() - started)
         if "error" in report:
             raise CxpulseError(f"simulator failed: {report['error']}")
         click.echo("traffic done; waiting for the pipeline to drain ...")
-        _drain(settings, report.get("by_kind", {}).get("valid", 0) + report.get("warmup_events", 0))
+        _drain(settings, report.get("by_kind", {}).get("valid", 0))
     except KeyboardInterrupt:
         click.echo("\ninterrupted: stopping cleanly ...")
         stop.set()
@@ -218,8 +225,7 @@ def run_demo(
         _show(payload, None)
     if report:
         click.echo(
-            f"produced {report.get('warmup_events', 0):,} warm-up and "
-            f"{report.get('events', 0):,} live messages "
+            f"produced {report.get('events', 0):,} messages "
             f"({', '.join(f'{k}={v:,}' for k, v in sorted(report.get('by_kind', {}).items()))})"
         )
     log.info("run finished", extra=kv(exit_code=exit_code))

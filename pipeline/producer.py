@@ -143,9 +143,13 @@ def run_simulation(
     no_pacing: bool = False,
     stop: threading.Event | None = None,
     seasonality: bool | None = None,
-    end: datetime | None = None,
+    preroll: float = 0.0,
 ) -> dict[str, Any]:
-    """Generate events and send them to Kafka or ``output``; returns a summary."""
+    """Generate events and send them to Kafka or ``output``; returns a summary.
+
+    Live mode simulates ``preroll`` seconds before now as well: those events (the recent
+    past, with conversations already under way) are sent at once, the rest in real time.
+    """
     from tqdm import tqdm
 
     from pipeline.simulator import (
@@ -156,32 +160,31 @@ def run_simulation(
         simulate,
     )
 
-    now = end or datetime.now(tz=UTC).replace(microsecond=0)
+    now = datetime.now(tz=UTC).replace(microsecond=0)
     live = history_days is None
     if live:
-        start, span = now, timedelta(seconds=duration)
+        start, span = now - timedelta(seconds=preroll), timedelta(seconds=preroll + duration)
     else:
         span = timedelta(days=history_days or 0)
         start = now - span
     try:
         parsed = tuple(parse_incident(spec, start) for spec in incidents)
+        params = SimulationParams(
+            seed=seed,
+            start=start,
+            duration=span,
+            # Live demos run at any hour: a flat rate unless asked otherwise.
+            seasonality=(not live) if seasonality is None else seasonality,
+            malformed_rate=malformed_rate,
+            duplicate_rate=duplicate_rate,
+            late_rate=late_rate,
+            incidents=parsed,
+        )
+        params = dataclasses.replace(
+            params, conversations_per_hour=rate_for_events_per_second(rate, params)
+        )
     except ValueError as exc:
-        raise CxpulseError(f"--incident: {exc}") from None
-    params = SimulationParams(
-        seed=seed,
-        start=start,
-        duration=span,
-        conversations_per_hour=1.0,  # set below from the target rate and these params
-        # Live demos run at any hour: a flat rate unless asked otherwise.
-        seasonality=(not live) if seasonality is None else seasonality,
-        malformed_rate=malformed_rate,
-        duplicate_rate=duplicate_rate,
-        late_rate=late_rate,
-        incidents=parsed,
-    )
-    params = dataclasses.replace(
-        params, conversations_per_hour=rate_for_events_per_second(rate, params)
-    )
+        raise CxpulseError(f"simulation parameters: {exc}") from None
     if truth is not None:
         truth.parent.mkdir(parents=True, exist_ok=True)
         truth.write_text(json.dumps(ground_truth(params), indent=2, default=str))
@@ -205,7 +208,7 @@ def run_simulation(
                     break
                 offset_s = (ev.arrival - start).total_seconds()
                 if pace:
-                    ahead = wall_start + offset_s - time.monotonic()
+                    ahead = wall_start + offset_s - preroll - time.monotonic()
                     if ahead > 0:
                         time.sleep(ahead)
                 if fh is not None:

@@ -54,6 +54,7 @@ def run_worker(
         override_logging=False,
         redirect_stdouts=False,
     )
+    worker.spinner = None  # a terminal spinner would write escape codes into log files
     if duration:
         worker.loop.call_later(duration, os.kill, os.getpid(), signal.SIGTERM)
     try:

@@ -158,7 +158,10 @@ def register_compute(app: faust.App, settings: Settings, metrics: Metrics) -> Co
         if msg.key != key:
             metrics.key_mismatches.inc()
         gate = role.gate_for(msg.partition, conversations)
-        stored = conversations.get(key)
+        try:  # one store lookup (Mapping.get would check __contains__ first)
+            stored = conversations[key]
+        except KeyError:
+            stored = None
         state = ConversationState.from_json(stored["s"]) if stored else None
         outcome = gate.decide(state, event, msg.offset)
         verdict = outcome.verdict

@@ -10,6 +10,7 @@ between concurrent tasks (clickhouse-connect #295).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -128,6 +129,13 @@ def open_store(dsn: str, database: str, *, create_database: bool = True) -> Clic
             'clickhouse-connect is missing: run "pip install clickhouse-connect[chdb]" to fix it'
         ) from exc
     embedded = dsn.startswith("chdb://")
+    path = dsn.removeprefix("chdb://")
+    in_memory = path in ("", "memory", ":memory:")
+    if embedded and not create_database and not in_memory and not os.path.exists(path):
+        raise CxpulseError(
+            f"no embedded ClickHouse at {path} yet (start the sink, or run "
+            "`cxpulse db migrate`, or set CXPULSE_CLICKHOUSE__DSN)"
+        )
     if embedded:
         try:
             import chdb  # noqa: F401
@@ -153,7 +161,6 @@ def open_store(dsn: str, database: str, *, create_database: bool = True) -> Clic
 
 
 def _redact(dsn: str) -> str:
-    if "@" in dsn and "://" in dsn:
-        scheme, rest = dsn.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return dsn
+    from pipeline.config import redact_dsn
+
+    return redact_dsn(dsn)

@@ -12,10 +12,10 @@
 -- A window of N minutes ending at minute E holds minutes E-N+1 .. E (both included).
 --
 -- Why parameterized views for windows, not plain kpi_rolling_5m/15m/1h/24h views: a plain
--- view cannot know the time range its reader filters on, and ClickHouse cannot push a filter
--- on the window end E down to the minutes E-N+1 .. E it needs, so every query would merge the
--- whole history of the series (bench/query_latency.py measures both). With the range as a
--- parameter only minutes from-N+1 .. to are read.
+-- view cannot know the time range its reader filters on, and ClickHouse cannot turn a filter
+-- on the window end E into the filter E-N+1 .. E on the minutes it must read, so every query
+-- would compute the windows of the whole history of the series first (bench/query_latency.py
+-- measures both). With the range as parameters only the minutes from-N+1 .. to are read.
 --
 -- KPI formulas (identical in all four views and in streams.partials.MinutePartial.kpis):
 --   percentiles: the bucket representative of streams.sketch (quantile_sql), seconds;
@@ -160,15 +160,16 @@ FROM
     WHERE minute >= toStartOfMinute({end_minute:DateTime('UTC')})
                     - toIntervalMinute({window_minutes:UInt32} - 1)
       AND minute <= {end_minute:DateTime('UTC')}
-      AND NOT throwIf({window_minutes:UInt32} = 0, 'window_minutes must be at least 1')
+      AND {window_minutes:UInt32} >= 1  -- a window of 0 minutes is empty: no rows
     GROUP BY grouping, team, channel, region, priority, segment
 );
 
 
 -- Rolling windows: for every minute E in [from_minute, to_minute] at which a grouping and
--- dimensions have data, the KPIs of the N minutes E-N+1 .. E. Reads minutes
--- from_minute-N+1 .. to_minute only; each of them is counted in the windows ending at
--- itself and at the N-1 minutes after it (those inside the range), which are then summed.
+-- dimensions have a row, the KPIs of the N minutes E-N+1 .. E. Reads the minutes
+-- from_minute-N+1 .. to_minute only (from_minute is rounded up to a whole minute). Each window is
+-- a difference of two running sums over the series (every minute up to E, minus every minute
+-- up to E-N): exact for counts, sums and sketch buckets, and O(1) per row whatever N is.
 --   SELECT minute, frt_p90 FROM {db}.kpi_rolling(window_minutes = 60,
 --       from_minute = now() - INTERVAL 1 DAY, to_minute = now())
 --   WHERE grouping = 'team' AND team = 'billing' ORDER BY minute
@@ -189,8 +190,7 @@ WITH
              arraySort(mapKeys(resolution_sketch))) AS _resolution_v,
     arrayCumSum(arraySort((c, k) -> k, mapValues(resolution_sketch), mapKeys(resolution_sketch))) AS _resolution_c
 SELECT
-    grouping, team, channel, region, priority, segment,
-    end_minute AS minute,
+    grouping, team, channel, region, priority, segment, minute,
     {window_minutes:UInt32} AS window_minutes,
     -- first response time: percentiles from the merged sketch, mean from the exact sum (seconds)
     if(_frt_n = 0, NULL, arrayFirst((v, s) -> s >= greatest(0.5 * _frt_n, 1), _frt_v, _frt_c)) AS frt_p50,
@@ -229,40 +229,54 @@ SELECT
     messages_customer, messages_agent_human, messages_agent_bot, events
 FROM
 (
+    -- window(E) = (every minute of the series up to E) - (every minute up to E-N), per series;
+    -- both running sums only grow, so each row costs O(1) merges whatever N is.
     SELECT
-        grouping, team, channel, region, priority, segment, end_minute,
-        -- E itself must have data (a window is reported at the minutes of its series)
-        countIf(minute = end_minute) AS _rows_at_end,
-        sum(opened) AS opened, sum(resolutions) AS resolutions, sum(reopens) AS reopens,
-        sum(one_touch_resolutions) AS one_touch_resolutions,
-        sum(frt_count) AS frt_count, sum(frt_sum_us) AS frt_sum_us, sum(frt_breaches) AS frt_breaches,
-        sumMap(frt_sketch) AS frt_sketch,
-        sum(reply_count) AS reply_count, sum(reply_sum_us) AS reply_sum_us, sumMap(reply_sketch) AS reply_sketch,
-        sum(resolution_count) AS resolution_count, sum(resolution_sum_us) AS resolution_sum_us,
-        sumMap(resolution_sketch) AS resolution_sketch,
-        sum(csat_responses) AS csat_responses, sum(csat_sum) AS csat_sum, sum(csat_satisfied) AS csat_satisfied,
-        sum(nps_responses) AS nps_responses, sum(nps_promoters) AS nps_promoters,
-        sum(nps_detractors) AS nps_detractors,
-        sum(ces_responses) AS ces_responses, sum(ces_sum) AS ces_sum, sum(ces_easy) AS ces_easy,
-        sum(messages_customer) AS messages_customer, sum(messages_agent_human) AS messages_agent_human,
-        sum(messages_agent_bot) AS messages_agent_bot, sum(events) AS events
+        grouping, team, channel, region, priority, segment, minute,
+        toUInt64(sum(opened) OVER upto_end - sum(opened) OVER before_window) AS opened,
+        toUInt64(sum(resolutions) OVER upto_end - sum(resolutions) OVER before_window) AS resolutions,
+        toUInt64(sum(reopens) OVER upto_end - sum(reopens) OVER before_window) AS reopens,
+        toUInt64(sum(one_touch_resolutions) OVER upto_end - sum(one_touch_resolutions) OVER before_window) AS one_touch_resolutions,
+        toUInt64(sum(frt_count) OVER upto_end - sum(frt_count) OVER before_window) AS frt_count,
+        toUInt64(sum(frt_sum_us) OVER upto_end - sum(frt_sum_us) OVER before_window) AS frt_sum_us,
+        toUInt64(sum(frt_breaches) OVER upto_end - sum(frt_breaches) OVER before_window) AS frt_breaches,
+        mapFilter((k, c) -> c != 0,
+            mapSubtract(sumMap(frt_sketch) OVER upto_end, sumMap(frt_sketch) OVER before_window)) AS frt_sketch,
+        toUInt64(sum(reply_count) OVER upto_end - sum(reply_count) OVER before_window) AS reply_count,
+        toUInt64(sum(reply_sum_us) OVER upto_end - sum(reply_sum_us) OVER before_window) AS reply_sum_us,
+        mapFilter((k, c) -> c != 0,
+            mapSubtract(sumMap(reply_sketch) OVER upto_end, sumMap(reply_sketch) OVER before_window)) AS reply_sketch,
+        toUInt64(sum(resolution_count) OVER upto_end - sum(resolution_count) OVER before_window) AS resolution_count,
+        toUInt64(sum(resolution_sum_us) OVER upto_end - sum(resolution_sum_us) OVER before_window) AS resolution_sum_us,
+        mapFilter((k, c) -> c != 0,
+            mapSubtract(sumMap(resolution_sketch) OVER upto_end, sumMap(resolution_sketch) OVER before_window)) AS resolution_sketch,
+        toUInt64(sum(csat_responses) OVER upto_end - sum(csat_responses) OVER before_window) AS csat_responses,
+        toUInt64(sum(csat_sum) OVER upto_end - sum(csat_sum) OVER before_window) AS csat_sum,
+        toUInt64(sum(csat_satisfied) OVER upto_end - sum(csat_satisfied) OVER before_window) AS csat_satisfied,
+        toUInt64(sum(nps_responses) OVER upto_end - sum(nps_responses) OVER before_window) AS nps_responses,
+        toUInt64(sum(nps_promoters) OVER upto_end - sum(nps_promoters) OVER before_window) AS nps_promoters,
+        toUInt64(sum(nps_detractors) OVER upto_end - sum(nps_detractors) OVER before_window) AS nps_detractors,
+        toUInt64(sum(ces_responses) OVER upto_end - sum(ces_responses) OVER before_window) AS ces_responses,
+        toUInt64(sum(ces_sum) OVER upto_end - sum(ces_sum) OVER before_window) AS ces_sum,
+        toUInt64(sum(ces_easy) OVER upto_end - sum(ces_easy) OVER before_window) AS ces_easy,
+        toUInt64(sum(messages_customer) OVER upto_end - sum(messages_customer) OVER before_window) AS messages_customer,
+        toUInt64(sum(messages_agent_human) OVER upto_end - sum(messages_agent_human) OVER before_window) AS messages_agent_human,
+        toUInt64(sum(messages_agent_bot) OVER upto_end - sum(messages_agent_bot) OVER before_window) AS messages_agent_bot,
+        toUInt64(sum(events) OVER upto_end - sum(events) OVER before_window) AS events
     FROM {db}.kpi_minute
-    -- the window ends this minute belongs to: minute .. minute+N-1, inside the asked range
-    -- (from_minute rounded up, to_minute down, to whole minutes)
-    ARRAY JOIN arrayMap(
-        i -> greatest(minute, toStartOfMinute({from_minute:DateTime('UTC')} + 59)) + toIntervalMinute(i),
-        range(toUInt32(greatest(0, 1 + dateDiff('minute',
-            greatest(minute, toStartOfMinute({from_minute:DateTime('UTC')} + 59)),
-            least(minute + toIntervalMinute({window_minutes:UInt32} - 1),
-                  toStartOfMinute({to_minute:DateTime('UTC')}))))))
-    ) AS end_minute
     WHERE minute >= toStartOfMinute({from_minute:DateTime('UTC')} + 59)
                     - toIntervalMinute({window_minutes:UInt32} - 1)
       AND minute <= {to_minute:DateTime('UTC')}
-      AND NOT throwIf({window_minutes:UInt32} = 0, 'window_minutes must be at least 1')
-    GROUP BY grouping, team, channel, region, priority, segment, end_minute
-    HAVING _rows_at_end > 0
-);
+      AND {window_minutes:UInt32} >= 1  -- a window of 0 minutes is empty: no rows
+    WINDOW
+        upto_end AS (PARTITION BY grouping, team, channel, region, priority, segment
+                     ORDER BY minute ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
+        before_window AS (PARTITION BY grouping, team, channel, region, priority, segment
+                          ORDER BY minute RANGE BETWEEN UNBOUNDED PRECEDING
+                                                    AND {window_minutes:UInt32} * 60 PRECEDING)
+)
+-- the minutes before from_minute were read only to fill the first windows
+WHERE minute >= toStartOfMinute({from_minute:DateTime('UTC')} + 59);
 
 
 -- Latest value per team, for boards: the KPIs of the 15-minute window ending at the newest
