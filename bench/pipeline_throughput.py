@@ -104,12 +104,18 @@ def rss_peak_mb(pid: int) -> float:
     return int(m.group(1)) / 1024 if m else 0.0
 
 
+_OFFSET_READERS: dict[tuple[str, str], KafkaConsumer] = {}
+
+
 def committed(bootstrap: str, group: str, tps: list[TopicPartition]) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    try:
-        return sum(consumer.committed(tp) or 0 for tp in tps)
-    finally:
-        consumer.close()
+    """Committed offsets of a group (one reader per group: polling must stay cheap)."""
+    reader = _OFFSET_READERS.get((bootstrap, group))
+    if reader is None:
+        reader = KafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        )
+        _OFFSET_READERS[bootstrap, group] = reader
+    return sum(reader.committed(tp, metadata=False) or 0 for tp in tps)
 
 
 def timed_until(check: Callable[[], bool], timeout: float) -> float:

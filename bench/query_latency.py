@@ -245,6 +245,11 @@ def run(client: Any, args: argparse.Namespace) -> int:
             f"SELECT * FROM cxpulse.kpi_rolling(window_minutes = 15, {hour}) "
             f"WHERE {scope} ORDER BY minute"
         ),
+        "rolling 15 min, FRT percentiles only (a board panel)": (
+            "SELECT minute, frt_p50, frt_p90, frt_p95, frt_p99, frt_avg "
+            f"FROM cxpulse.kpi_rolling(window_minutes = 15, {hour}) "
+            f"WHERE {scope} ORDER BY minute"
+        ),
         "rolling 24 h, every minute of the last hour (kpi_rolling)": (
             f"SELECT * FROM cxpulse.kpi_rolling(window_minutes = 1440, {hour}) "
             f"WHERE {scope} ORDER BY minute"

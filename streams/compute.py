@@ -96,6 +96,7 @@ class ComputeRole:
                 watermark_us=watermark,
                 replayed_until=replayed_until,
             )
+            gate.watermark_gauge = self.metrics.watermark.labels(str(partition))
             self.gates[partition] = gate
             log.info("partition gate ready", extra=kv(partition=partition, watermark_us=watermark))
         return gate
@@ -131,7 +132,9 @@ def register_compute(app: faust.App, settings: Settings, metrics: Metrics) -> Co
         value_type=None,  # JSON log record as a plain dict (see LogRecord)
     )
     role = ComputeRole(settings, metrics)
-    events_counter = metrics.events
+    # Label children resolved once: .labels() per event is measurable on the hot path.
+    verdict_counters = {v: metrics.events.labels(v.value) for v in Verdict}
+    invalid_counter = metrics.events.labels("invalid")
 
     async def side_output(topic: Any, ev: EventT, headers: dict[str, bytes]) -> None:
         """Dead-letter / late record: original key and bytes, provenance in headers."""
@@ -151,7 +154,7 @@ def register_compute(app: faust.App, settings: Settings, metrics: Metrics) -> Co
         try:
             event = parse_event(msg.value if msg.value is not None else b"")
         except InvalidEvent as bad:
-            events_counter.labels("invalid").inc()
+            invalid_counter.inc()
             metrics.dead_letters.labels(bad.reason).inc()
             return side_output(dead_letter, ev, {H_REASON: bad.reason.encode()})
         key = event.conversation_id.encode()
@@ -165,7 +168,7 @@ def register_compute(app: faust.App, settings: Settings, metrics: Metrics) -> Co
         state = ConversationState.from_json(stored["s"]) if stored else None
         outcome = gate.decide(state, event, msg.offset)
         verdict = outcome.verdict
-        events_counter.labels(verdict.value).inc()
+        verdict_counters[verdict].inc()
         if verdict is Verdict.ACCEPTED:
             assert outcome.state is not None and outcome.contribution is not None
             record = LogRecord(
@@ -177,7 +180,7 @@ def register_compute(app: faust.App, settings: Settings, metrics: Metrics) -> Co
                 msg.timestamp or 0.0,
             )
             conversations[key] = record.to_json()
-            metrics.watermark.labels(str(msg.partition)).set((gate.watermark_us or 0) / 1e6)
+            gate.watermark_gauge.set((gate.watermark_us or 0) / 1e6)
             index = role.expiry[msg.partition]
             index.touch(key, outcome.state.last_event_us)
             if index.sweep_due() and gate.watermark_us is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from pipeline.events import Event
 from streams.conversation import Contribution, ConversationState, apply_event
@@ -35,7 +36,14 @@ class Outcome:
 class PartitionGate:
     """Decides the fate of each valid event of one partition, in offset order."""
 
-    __slots__ = ("allowed_lateness_us", "replayed_until", "retention_us", "sla_us", "watermark_us")
+    __slots__ = (
+        "allowed_lateness_us",
+        "replayed_until",
+        "retention_us",
+        "sla_us",
+        "watermark_gauge",
+        "watermark_us",
+    )
 
     def __init__(
         self,
@@ -55,6 +63,7 @@ class PartitionGate:
         # pass had, so expiry (a watermark comparison) is not re-judged there: a state
         # the first pass saw expired was replaced by then, or the event was late anyway.
         self.replayed_until = replayed_until
+        self.watermark_gauge: Any = None  # set by the agent: the metric child to update
 
     def is_expired(self, state: ConversationState) -> bool:
         """State lives ``retention`` of event time after the conversation's last event."""
