@@ -95,4 +95,4 @@ def compare_with_oracle(h: PipelineHarness) -> dict[str, Any]:
     assert {r: int(n) for r, n in dead} == dict(oracle.dead_letters)
     assert int(late[0][0]) == oracle.late
     overall_events = sum(v["events"] for k, v in expected.items() if k[0] == "overall")
-    return {"rows": len(expected), "events": overall_events, "late": oracle.late}
+    return {"rows": len(expected), "events": overall_events, "late": oracle.late, "oracle": oracle}

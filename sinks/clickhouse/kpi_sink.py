@@ -162,8 +162,10 @@ class KpiSink(BaseSink[SinkMessage]):
             # Written by something else: keep it, identified by its own position.
             source = (record.topic, record.partition, record.offset)
         when = datetime.fromtimestamp(record.timestamp, tz=UTC)
-        key = (record.key or b"").decode("utf-8", "replace")
-        text = payload.decode("utf-8", "replace")
+        # ClickHouse String columns hold bytes: the original message is kept unchanged
+        # (an invalid_utf8 payload included).
+        key = record.key or b""
+        text = payload
         if record.topic == self.dead_letter_topic:
             reason = h.get("cxpulse.reason", b"unknown").decode()
             self._dead.append((*source, when, reason, key, text))

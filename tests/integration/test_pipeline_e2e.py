@@ -1,5 +1,9 @@
 """End to end: simulated events -> real broker -> compute + sink workers -> chDB rows.
 
+Builds the schema from nothing (the sink migrates an empty chDB), loads simulated data
+through the pipeline, then checks the stored rows, every documented view and every
+dashboard query.
+
 The stored aggregates are compared with an independent recomputation from the input
 (``tests/oracle.py``), minute by minute and grouping by grouping.
 """
@@ -12,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.simulator import SimulationParams, simulate
+from tests.contract_checks import check_dashboards, check_views
 from tests.pipeline_harness import PipelineHarness
 from tests.stored import compare_with_oracle
 
@@ -43,4 +48,8 @@ def test_events_flow_into_clickhouse(kafka_bootstrap: str, tmp_path: Path) -> No
     finally:
         assert h.stop(compute) == 0, h.logs()
         assert h.stop(sink) == 0, h.logs()
-    compare_with_oracle(h)
+    summary = compare_with_oracle(h)
+    # ClickHouse as a contract: every documented view and every Grafana query, on the data
+    # this run wrote.
+    assert check_views(h, summary["oracle"]) > 20
+    assert check_dashboards(h, summary["oracle"]) > 20

@@ -188,6 +188,8 @@ def test_side_records_are_keyed_by_source_position(
     }
     for copy in range(3):  # a re-sent dead letter replaces itself
         sink.add(SinkMessage(DLQ, 2, copy, b"k", b"not json", headers, NOW))
+    raw = {**headers, "cxpulse.reason": b"invalid_utf8", "cxpulse.source.offset": b"42"}
+    sink.add(SinkMessage(DLQ, 2, 9, b"k", b"\xff\xfe{", raw, NOW))
     sink.add(
         SinkMessage(
             LATE,
@@ -201,7 +203,12 @@ def test_side_records_are_keyed_by_source_position(
     )
     sink.flush()
     db = chdb_database
-    dead = store.query(f"SELECT reason, source_offset, payload FROM {db}.dead_letters FINAL")
+    dead = store.query(
+        f"SELECT reason, source_offset, payload FROM {db}.dead_letters FINAL "
+        "WHERE reason != 'invalid_utf8'"
+    )
+    kept = store.query(f"SELECT hex(payload) FROM {db}.dead_letters FINAL WHERE source_offset = 42")
+    assert kept == [("FFFE7B",)]  # the original bytes, not a lossy decoding
     late = store.query(f"SELECT conversation_id, lateness_seconds FROM {db}.late_events FINAL")
     assert dead == [("invalid_json", 41, "not json")]
     facts = store.query(f"SELECT count() FROM {db}.conversation_facts")

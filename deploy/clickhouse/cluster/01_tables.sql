@@ -11,7 +11,8 @@
 -- here if yours differ. '{cluster}', '{shard}' and '{replica}' are the server's macros
 -- (<macros> in its configuration). Apply with
 --   clickhouse-client --multiquery < 01_tables.sql && clickhouse-client --multiquery < 02_views.sql
--- Every statement is idempotent. See README.md in this folder.
+-- Safe to run again (IF NOT EXISTS; the ledger rows it adds again are read with DISTINCT).
+-- See README.md in this folder.
 
 CREATE DATABASE IF NOT EXISTS cxpulse ON CLUSTER '{cluster}';
 
