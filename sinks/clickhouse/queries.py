@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from sinks.clickhouse.store import Store
-from streams.sketch import quantile_sql
 
 __all__ = ["BOARD_COLUMNS", "board", "totals"]
 
@@ -27,31 +26,18 @@ BOARD_COLUMNS = (
 def board(store: Store, window_minutes: int = 15, grouping: str = "team") -> list[dict[str, Any]]:
     """KPIs per team over the last ``window_minutes`` minutes of event time in the store.
 
-    The window ends at the newest minute stored (event time), so a replayed history and a
+    Reads the ``kpi_window`` view (docs/clickhouse.md) like any downstream service would;
+    the window ends at the newest minute stored (event time), so a replayed history and a
     live stream read the same way.
     """
     db = store.database
-    frt = "sumMap(frt_sketch)"
-    reply = "sumMap(reply_sketch)"
     sql = f"""
-        WITH (SELECT max(minute) FROM {db}.kpi_minute_partials) AS newest
-        SELECT
-            team,
-            sum(events),
-            sum(opened),
-            sum(resolutions),
-            {quantile_sql(frt, 0.5)},
-            {quantile_sql(frt, 0.9)},
-            {quantile_sql(reply, 0.9)},
-            if(sum(frt_count) = 0, NULL, 100 * sum(frt_breaches) / sum(frt_count)),
-            if(sum(opened) = 0, NULL, sum(resolutions) / sum(opened)),
-            if(sum(csat_responses) = 0, NULL, 100 * sum(csat_satisfied) / sum(csat_responses)),
-            if(sum(nps_responses) = 0, NULL,
-               100 * (sum(nps_promoters) - sum(nps_detractors)) / sum(nps_responses))
-        FROM {db}.kpi_minute
+        SELECT team, events, opened, resolutions, frt_p50, frt_p90, reply_p90,
+               100 * frt_sla_breach_rate, resolution_rate, csat_pct, nps
+        FROM {db}.kpi_window(
+            window_minutes = {int(window_minutes)},
+            end_minute = (SELECT max(minute) FROM {db}.kpi_minute_partials))
         WHERE grouping = {{grouping:String}}
-          AND minute > newest - INTERVAL {int(window_minutes)} MINUTE
-        GROUP BY team
         ORDER BY team
     """
     rows = store.query(sql, parameters={"grouping": grouping})

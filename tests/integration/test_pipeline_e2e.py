@@ -10,6 +10,7 @@ The stored aggregates are compared with an independent recomputation from the in
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -53,3 +54,19 @@ def test_events_flow_into_clickhouse(kafka_bootstrap: str, tmp_path: Path) -> No
     # this run wrote.
     assert check_views(h, summary["oracle"]) > 20
     assert check_dashboards(h, summary["oracle"]) > 20
+    # The operator's board (`cxpulse kpis`, read straight from chDB once the sink stopped).
+    board = json.loads(h.cli("kpis", "--json").stdout)
+    oracle = summary["oracle"]
+    newest = max(m for (g, _k, m) in oracle.minutes if g == "overall")
+    expected = {
+        key[0]: sum(
+            row["events"]
+            for (g, k, m), row in oracle.minutes.items()
+            if g == "team" and k == key and newest - 15 < m <= newest
+        )
+        for (g, key, _m) in oracle.minutes
+        if g == "team"
+    }
+    assert {t["team"]: t["events"] for t in board["teams"]} == {
+        team: n for team, n in expected.items() if n
+    }
