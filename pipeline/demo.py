@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,21 +25,12 @@ from pipeline.board import fetch_board, render_board
 from pipeline.config import Settings
 from pipeline.errors import CxpulseError
 from pipeline.logs import kv
-from pipeline.topics import ensure_topics
+from pipeline.topics import broker_reachable, ensure_topics
 
 __all__ = ["KAFKA_SCRIPT", "run_demo"]
 
 log = logging.getLogger(__name__)
 KAFKA_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "kafka" / "kafka.sh"
-
-
-def _reachable(bootstrap: str) -> bool:
-    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def _start_local_kafka(settings: Settings, *, fresh: bool) -> Path | None:
@@ -51,7 +41,7 @@ def _start_local_kafka(settings: Settings, *, fresh: bool) -> Path | None:
     the same event ids, which the pipeline rightly drops as duplicates.
     """
     bootstrap = settings.kafka.bootstrap_servers
-    if _reachable(bootstrap):
+    if broker_reachable(bootstrap):
         click.echo(
             f"using the Kafka broker at {bootstrap} (not started by cxpulse: its topics and "
             "any earlier run's data are kept; pass another --seed to avoid duplicates)"
@@ -232,16 +222,19 @@ def run_demo(
     return exit_code
 
 
-def _drain(settings: Settings, expected_min: int, timeout: float = 60.0) -> None:
-    """Wait until stored event counts stop moving (the sink caught up)."""
+def _drain(settings: Settings, expected: int, timeout: float = 120.0) -> None:
+    """Wait until every valid event produced is stored or routed late (or stops moving)."""
     last, stable_since = -1, time.monotonic()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        payload = _board(settings)
-        events = int(((payload or {}).get("totals") or {}).get("events") or 0)
-        if events != last:
-            last, stable_since = events, time.monotonic()
-        elif events >= expected_min * 0.9 and time.monotonic() - stable_since > 4:
+        totals = ((_board(settings) or {}).get("totals")) or {}
+        done = int(totals.get("events") or 0) + int(totals.get("late_events") or 0)
+        if done >= expected:
+            return
+        if done != last:
+            last, stable_since = done, time.monotonic()
+        elif time.monotonic() - stable_since > 15:
+            click.echo(f"pipeline stopped moving at {done:,} of {expected:,} events")
             return
         time.sleep(1)
 

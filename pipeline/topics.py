@@ -15,7 +15,7 @@ from pipeline.config import Settings
 from pipeline.errors import ConfigError, CxpulseError
 from pipeline.logs import kv
 
-__all__ = ["TopicSpec", "broker_reachable", "ensure_topics", "topic_specs", "wait_for_broker"]
+__all__ = ["TopicSpec", "broker_reachable", "ensure_topics", "topic_specs"]
 
 log = logging.getLogger(__name__)
 _DAY_MS = 86_400_000
@@ -83,10 +83,6 @@ def _admin(settings: Settings, timeout_s: float) -> KafkaAdminClient:
         "(start one with deploy/kafka/kafka.sh start, or set "
         f"CXPULSE_KAFKA__BOOTSTRAP_SERVERS){f': {last}' if last else ''}"
     )
-
-
-def wait_for_broker(settings: Settings, timeout_s: float = 30.0) -> None:
-    _admin(settings, timeout_s).close()
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
