@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from pipeline.config import Settings
 from pipeline.errors import InvalidEvent
@@ -106,6 +106,13 @@ class ComputeRole:
         for p in partitions:
             self.gates.pop(p, None)
             self.expiry.pop(p, None)
+
+
+def _still_assigned(app: faust.App, topic: str, partition: int) -> bool:
+    try:
+        return TP(topic, partition) in app.consumer.assignment()
+    except Exception:  # no consumer (shutting down): treat as not ours
+        return False
 
 
 def register_compute(app: faust.App, settings: Settings, metrics: Metrics) -> ComputeRole:
@@ -207,6 +214,16 @@ def register_compute(app: faust.App, settings: Settings, metrics: Metrics) -> Co
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                msg = ev.message
+                if not _still_assigned(app, msg.topic, msg.partition):
+                    # A rebalance took the partition away mid-event (its table partition
+                    # is gone with it). Faust discards commits of revoked partitions, so
+                    # the new owner reprocesses this event: nothing is lost.
+                    log.warning(
+                        "partition revoked while processing; left to its new owner",
+                        extra=kv(partition=msg.partition, offset=msg.offset, error=repr(exc)),
+                    )
+                    continue
                 die(log, "compute", exc)
             yield None
 
