@@ -141,6 +141,10 @@ def run_demo(
 ) -> int:
     from pipeline.producer import run_simulation
 
+    def _terminated(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops cleanly too: workers and broker included
+
+    signal.signal(signal.SIGTERM, _terminated)
     if not settings.clickhouse.is_embedded:
         click.echo(f"writing to ClickHouse at {settings.clickhouse.dsn} (server DSN)")
     kafka_dir = _start_local_kafka(settings, fresh=not keep_state)
