@@ -127,15 +127,9 @@ def _register_board(app: faust.App, store: Any) -> None:
     """``GET /kpis`` on the sink: the live board, served by the process that owns chDB."""
     import asyncio
 
-    from sinks.clickhouse.queries import board, totals
-
-    def read() -> dict[str, Any]:
-        summary = totals(store)
-        newest = summary["newest_minute"]
-        summary["newest_minute"] = newest.isoformat() if newest is not None else None
-        return {"totals": summary, "teams": board(store)}
+    from sinks.clickhouse.queries import board_payload
 
     @app.page("/kpis")
     async def kpis(web: Any, request: Any) -> Any:
-        payload = await asyncio.get_running_loop().run_in_executor(None, read)
+        payload = await asyncio.get_running_loop().run_in_executor(None, board_payload, store)
         return web.json(payload)

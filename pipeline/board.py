@@ -55,17 +55,14 @@ def fetch_board(settings: Settings, *, url: str | None = None, window: int = 15)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             if url:
                 raise CxpulseError(f"cannot read {base}/kpis: {exc}") from None
-    from sinks.clickhouse.queries import board, totals
+    from sinks.clickhouse.queries import board_payload
     from sinks.clickhouse.store import open_store
 
     store = open_store(
         settings.clickhouse_dsn(), settings.clickhouse.database, create_database=False
     )
     try:
-        summary = totals(store)
-        newest = summary["newest_minute"]
-        summary["newest_minute"] = newest.isoformat() if newest is not None else None
-        return {"totals": summary, "teams": board(store, window)}
+        return board_payload(store, window)
     except Exception as exc:
         raise CxpulseError(f"cannot read KPIs (has `cxpulse db migrate` run?): {exc}") from exc
     finally:

@@ -6,7 +6,7 @@ from typing import Any
 
 from sinks.clickhouse.store import Store
 
-__all__ = ["BOARD_COLUMNS", "board", "totals"]
+__all__ = ["BOARD_COLUMNS", "board", "board_payload", "totals"]
 
 BOARD_COLUMNS = (
     "team",
@@ -62,3 +62,11 @@ def totals(store: Store) -> dict[str, Any]:
         "late_events": int(row[3]),
         "newest_minute": row[4] if row[1] else None,
     }
+
+
+def board_payload(store: Store, window_minutes: int = 15) -> dict[str, Any]:
+    """Totals and the per-team board as JSON-ready data (the sink's /kpis and the CLI)."""
+    summary = totals(store)
+    newest = summary["newest_minute"]
+    summary["newest_minute"] = newest.isoformat() if newest is not None else None
+    return {"totals": summary, "teams": board(store, window_minutes)}
