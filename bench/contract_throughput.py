@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.errors import InvalidEvent
-from pipeline.events import parse_event
+from pipeline.core.errors import InvalidEvent
+from pipeline.core.events import parse_event
 from pipeline.simulator import SimulationParams, simulate
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 from typing import Generic, TypeVar
 
-from pipeline.errors import CxpulseError
+from pipeline.core.errors import CxpulseError
 
 __all__ = ["BaseSink", "SinkBackpressureError", "SinkError"]
 

@@ -19,11 +19,11 @@ from typing import Any
 import faust
 from faust.types import TP, EventT
 
-from pipeline.config import Settings
-from pipeline.errors import InvalidEvent
-from pipeline.events import parse_event
-from pipeline.logs import kv
-from pipeline.metrics import Metrics
+from pipeline.core.config import Settings
+from pipeline.core.errors import InvalidEvent
+from pipeline.core.events import parse_event
+from pipeline.core.logs import kv
+from pipeline.core.metrics import Metrics
 from streams.conversation import ConversationState
 from streams.expiry import ExpiryIndex
 from streams.failure import die

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.events import Event
+from pipeline.core.events import Event
 
 __all__ = [
     "DIMENSION_DEFAULTS",

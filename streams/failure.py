@@ -15,7 +15,7 @@ import os
 import sys
 from typing import NoReturn
 
-from pipeline.logs import kv
+from pipeline.core.logs import kv
 
 __all__ = ["EXIT_AGENT_CRASH", "die"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pipeline.events import Event
+from pipeline.core.events import Event
 from streams.conversation import Contribution, ConversationState, apply_event
 
 __all__ = ["Outcome", "PartitionGate", "Verdict"]

@@ -4,7 +4,7 @@
 exact minute aggregates the pipeline must store (counts, integer-microsecond time sums, score
 sums and the full sample lists), plus the dead-letter, late and duplicate counts.
 
-It is written from the contract alone and shares no code with ``pipeline.events`` or
+It is written from the contract alone and shares no code with ``pipeline.core.events`` or
 ``streams.*``: it is the yardstick the pipeline is measured against, so it favours being
 obviously right over being fast. Choices where the contract leaves room are marked
 "CHOICE:" below; the tests that use the oracle only feed inputs where they do not matter,

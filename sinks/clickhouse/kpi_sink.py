@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pipeline.logs import kv
-from pipeline.metrics import Metrics
+from pipeline.core.logs import kv
+from pipeline.core.metrics import Metrics
 from sinks.base import BaseSink, SinkBackpressureError, SinkError
 from sinks.clickhouse.store import Store, StoreUnavailable
 from streams.conversation import Contribution, ConversationState

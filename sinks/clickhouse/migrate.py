@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
-from pipeline.logs import kv
+from pipeline.core.logs import kv
 from sinks.clickhouse.store import Store
 
 __all__ = ["Migration", "applied_versions", "load_migrations", "migrate", "render"]

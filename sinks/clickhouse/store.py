@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from pipeline.errors import CxpulseError
-from pipeline.logs import kv
+from pipeline.core.errors import CxpulseError
+from pipeline.core.logs import kv
 
 __all__ = ["Capabilities", "ClickHouseStore", "Store", "StoreUnavailable", "open_store"]
 
@@ -161,6 +161,6 @@ def open_store(dsn: str, database: str, *, create_database: bool = True) -> Clic
 
 
 def _redact(dsn: str) -> str:
-    from pipeline.config import redact_dsn
+    from pipeline.core.config import redact_dsn
 
     return redact_dsn(dsn)

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from pipeline.producer import to_jsonl
 from pipeline.simulator import SimulationParams, simulate
+from pipeline.simulator.producer import to_jsonl
 from tests.pipeline_harness import PipelineHarness
 from tests.stored import compare_with_oracle
 

@@ -757,9 +757,11 @@ def test_cluster_local_tables_are_the_migrated_tables(
             "alerts_local",
             "conversation_facts_local",
             "dead_letters_local",
+            "event_verdicts_local",
             "kpi_minute_partials_local",
             "late_events_local",
             "schema_migrations",
+            "source_progress_local",
         ]
 
         def create_query(db: str, table: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.events import Event
+from pipeline.core.events import Event
 from streams.conversation import Contribution, ConversationState, apply_event
 
 US = 1_000_000

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.errors import InvalidEvent
-from pipeline.events import Event, parse_event
+from pipeline.core.errors import InvalidEvent
+from pipeline.core.events import Event, parse_event
 
 US = 1_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

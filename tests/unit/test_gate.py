@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.errors import InvalidEvent
-from pipeline.events import parse_event
+from pipeline.core.errors import InvalidEvent
+from pipeline.core.events import parse_event
 from streams.conversation import Contribution, ConversationState
 from streams.gate import PartitionGate, Verdict
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pipeline.metrics import Metrics
+from pipeline.core.metrics import Metrics
 from sinks.clickhouse.store import ClickHouseStore
 from tests.unit.test_clickhouse_contract import at, build_dataset, new_migrated_database
 

@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pipeline.config import Settings
-from pipeline.metrics import Metrics
+from pipeline.app.sink_role import flush_with_backoff
+from pipeline.core.config import Settings
+from pipeline.core.metrics import Metrics
 from sinks.base import SinkBackpressureError, SinkError
 from sinks.clickhouse.kpi_sink import KpiSink, SinkMessage
 from sinks.clickhouse.migrate import migrate
 from sinks.clickhouse.store import Capabilities, ClickHouseStore, StoreUnavailable
 from streams.conversation import Contribution, ConversationState
-from streams.sink_agent import flush_with_backoff
 
 LOG, DLQ, LATE = "log", "dlq", "late"
 MINUTE = 29_400_000  # some minute since the epoch

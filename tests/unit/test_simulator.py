@@ -601,9 +601,9 @@ def test_malformed_messages_carry_the_contract_reason(faulty_day: list[SimEvent]
 
 
 def test_the_pipeline_validator_agrees(faulty_day: list[SimEvent]) -> None:
-    """Cross-check with pipeline.events, the validator the worker runs."""
-    events_module = pytest.importorskip("pipeline.events")
-    errors_module = pytest.importorskip("pipeline.errors")
+    """Cross-check with pipeline.core.events, the validator the worker runs."""
+    events_module = pytest.importorskip("pipeline.core.events")
+    errors_module = pytest.importorskip("pipeline.core.errors")
     for e in faulty_day:
         try:
             events_module.parse_event(e.value)

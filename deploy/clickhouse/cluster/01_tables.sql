@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS cxpulse.kpi_minute_partials_local ON CLUSTER '{cluste
     priority LowCardinality(String),
     segment LowCardinality(String),
     minute DateTime('UTC') COMMENT 'UTC minute of the events that completed the samples',
+    lag_minutes UInt16 COMMENT 'partition watermark minute at processing minus minute (0 = in order)',
     source_partition UInt16 COMMENT 'partition of the events topic the row was computed from',
     version UInt64 COMMENT 'highest conversation-log offset folded into the row',
     opened UInt64,
@@ -64,7 +65,8 @@ CREATE TABLE IF NOT EXISTS cxpulse.kpi_minute_partials_local ON CLUSTER '{cluste
 ENGINE = ReplicatedReplacingMergeTree(
     '/clickhouse/tables/{shard}/cxpulse/kpi_minute_partials_local', '{replica}', version)
 PARTITION BY toYYYYMMDD(minute)
-ORDER BY (grouping, team, channel, region, priority, segment, minute, source_partition)
+PRIMARY KEY (grouping, team, channel, region, priority, segment, minute, source_partition)
+ORDER BY (grouping, team, channel, region, priority, segment, minute, source_partition, lag_minutes)
 TTL minute + INTERVAL 400 DAY;
 
 -- All shards. The sharding key is a function of the row key without the minute: every version
@@ -190,6 +192,51 @@ AS cxpulse.alerts_local
 ENGINE = Distributed('{cluster}', cxpulse, alerts_local, cityHash64(alert_id));
 
 -- ---------------------------------------------------------------------------------------
+-- Event-time progress and verdict counts (0005_progress.sql)
+-- ---------------------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS cxpulse.source_progress_local ON CLUSTER '{cluster}'
+(
+    source_partition UInt16,
+    watermark DateTime64(6, 'UTC') COMMENT 'highest occurred_at accepted in the partition',
+    progress DateTime64(6, 'UTC')
+        COMMENT 'event-time progress: the watermark, or the wall clock minus the idle grace while the partition is caught up and quiet',
+    idle UInt8 COMMENT '1 when progress comes from the idle rule',
+    source_offset Int64 COMMENT 'last source offset the partition has processed',
+    version UInt64 COMMENT 'progress in microseconds (never decreases): the newest row wins',
+    written_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplicatedReplacingMergeTree(
+    '/clickhouse/tables/{shard}/cxpulse/source_progress_local', '{replica}', version)
+ORDER BY (source_partition);
+
+CREATE TABLE IF NOT EXISTS cxpulse.source_progress ON CLUSTER '{cluster}'
+AS cxpulse.source_progress_local
+ENGINE = Distributed('{cluster}', cxpulse, source_progress_local, source_partition);
+
+CREATE TABLE IF NOT EXISTS cxpulse.event_verdicts_local ON CLUSTER '{cluster}'
+(
+    minute DateTime('UTC') COMMENT 'UTC minute of the message Kafka timestamp (arrival)',
+    source_partition UInt16,
+    accepted UInt64,
+    duplicate UInt64,
+    late UInt64,
+    invalid UInt64,
+    replayed UInt64,
+    version UInt64 COMMENT 'highest source offset counted in the row',
+    written_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplicatedReplacingMergeTree(
+    '/clickhouse/tables/{shard}/cxpulse/event_verdicts_local', '{replica}', version)
+PARTITION BY toYYYYMM(minute)
+ORDER BY (minute, source_partition)
+TTL minute + INTERVAL 30 DAY;
+
+CREATE TABLE IF NOT EXISTS cxpulse.event_verdicts ON CLUSTER '{cluster}'
+AS cxpulse.event_verdicts_local
+ENGINE = Distributed('{cluster}', cxpulse, event_verdicts_local, source_partition);
+
+-- ---------------------------------------------------------------------------------------
 -- Migration ledger
 -- ---------------------------------------------------------------------------------------
 
@@ -208,4 +255,4 @@ ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/cxpulse/schema_migrations',
 ORDER BY version;
 
 INSERT INTO cxpulse.schema_migrations (version, name)
-VALUES (1, 'init'), (2, 'views'), (3, 'conversations');
+VALUES (1, 'init'), (2, 'views'), (3, 'conversations'), (4, 'lag_minutes'), (5, 'progress');

@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 import click
 
-from pipeline.config import Settings, load_settings
-from pipeline.errors import CxpulseError
-from pipeline.logs import configure_logging
+from pipeline.core.config import Settings, load_settings
+from pipeline.core.errors import CxpulseError
+from pipeline.core.logs import configure_logging
 
 __all__ = ["main"]
 
@@ -105,7 +105,7 @@ def topics() -> None:
 @friendly_errors
 def topics_create(ctx: click.Context) -> None:
     """Create every topic cxpulse uses (idempotent)."""
-    from pipeline.topics import ensure_topics
+    from pipeline.core.topics import ensure_topics
 
     settings = _settings(ctx)
     created = ensure_topics(settings)
@@ -176,7 +176,7 @@ def worker(
     web_port: int | None,
 ) -> None:
     """Run one worker of a role until Ctrl-C / SIGTERM (or --duration)."""
-    from pipeline.worker import run_worker
+    from pipeline.app.worker import run_worker
 
     settings = _settings(ctx)
     run_worker(
@@ -231,7 +231,7 @@ def worker(
 @friendly_errors
 def simulate(ctx: click.Context, **opts: Any) -> None:
     """Produce realistic interaction events to Kafka (or a JSON-lines file)."""
-    from pipeline.producer import run_simulation
+    from pipeline.simulator.producer import run_simulation
 
     settings = _settings(ctx)
     report = run_simulation(settings, **opts)
@@ -245,7 +245,7 @@ def simulate(ctx: click.Context, **opts: Any) -> None:
 @friendly_errors
 def replay(ctx: click.Context, file: Path, rate: float | None) -> None:
     """Produce a JSON-lines file (from `simulate --output`) to the events topic, keys kept."""
-    from pipeline.producer import replay_file
+    from pipeline.simulator.producer import replay_file
 
     settings = _settings(ctx)
     sent = replay_file(settings, file, rate=rate)
@@ -266,7 +266,7 @@ def replay(ctx: click.Context, file: Path, rate: float | None) -> None:
 @friendly_errors
 def kpis(ctx: click.Context, window: int, url: str | None, as_json: bool) -> None:
     """Print the KPI board per team."""
-    from pipeline.board import fetch_board, render_board
+    from pipeline.app.board import fetch_board, render_board
 
     settings = _settings(ctx)
     payload = fetch_board(settings, url=url, window=window)
@@ -297,7 +297,7 @@ def kpis(ctx: click.Context, window: int, url: str | None, as_json: bool) -> Non
 @friendly_errors
 def run(ctx: click.Context, **opts: Any) -> None:
     """The whole pipeline on this machine: local Kafka, simulator, workers, chDB, live board."""
-    from pipeline.demo import run_demo
+    from pipeline.app.demo import run_demo
 
     settings = _settings(ctx)
     sys.exit(run_demo(settings, **opts))

@@ -18,9 +18,9 @@ from typing import Any
 
 import faust
 
-from pipeline.config import Settings
-from pipeline.logs import kv
-from pipeline.metrics import Metrics
+from pipeline.core.config import Settings
+from pipeline.core.logs import kv
+from pipeline.core.metrics import Metrics
 from sinks.base import SinkBackpressureError
 from sinks.clickhouse.kpi_sink import KpiSink, SinkMessage
 from streams.failure import die

@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline.config import Settings
-from pipeline.errors import CxpulseError
-from pipeline.logs import kv
+from pipeline.core.config import Settings
+from pipeline.core.errors import CxpulseError
+from pipeline.core.logs import kv
 
 __all__ = ["KafkaSender", "read_jsonl", "replay_file", "run_simulation", "to_jsonl"]
 
@@ -34,7 +34,7 @@ class KafkaSender:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
-        from pipeline.topics import broker_reachable
+        from pipeline.core.topics import broker_reachable
 
         self.topic = topic or settings.topics.events
         if not broker_reachable(settings.kafka.bootstrap_servers):

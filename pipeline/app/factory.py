@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 import faust
 
-from pipeline.config import Settings
-from pipeline.metrics import Metrics
+from pipeline.core.config import Settings
+from pipeline.core.metrics import Metrics
 
 __all__ = ["Role", "RoleApp", "create_app"]
 
@@ -97,10 +97,10 @@ def create_app(
         app = _faust_app(settings, role, worker_id, table_store)
         return RoleApp(app, role, register_compute(app, settings, metrics))
 
+    from pipeline.app.sink_role import register_sink
     from sinks.clickhouse.kpi_sink import KpiSink
     from sinks.clickhouse.migrate import migrate
     from sinks.clickhouse.store import open_store
-    from streams.sink_agent import register_sink
 
     store = open_store(settings.clickhouse_dsn(), settings.clickhouse.database)
     migrate(

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from pipeline.config import Settings
-from pipeline.errors import ConfigError, CxpulseError
-from pipeline.logs import kv
+from pipeline.core.config import Settings
+from pipeline.core.errors import ConfigError, CxpulseError
+from pipeline.core.logs import kv
 
 __all__ = ["TopicSpec", "broker_reachable", "ensure_topics", "topic_specs"]
 

@@ -7,8 +7,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from pipeline.config import Settings
-from pipeline.errors import CxpulseError
+from pipeline.core.config import Settings
+from pipeline.core.errors import CxpulseError
 
 __all__ = ["fetch_board", "render_board"]
 

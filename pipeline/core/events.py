@@ -1,7 +1,7 @@
 """The interaction event contract (``shared/kpi-definitions.md``): parse and validate.
 
 ``parse_event(raw)`` turns the bytes of one Kafka message into an :class:`Event` or raises
-:class:`~pipeline.errors.InvalidEvent` whose ``reason`` is the dead-letter reason code. The
+:class:`~pipeline.core.errors.InvalidEvent` whose ``reason`` is the dead-letter reason code. The
 checks run in the contract's order (first failure wins): ``invalid_utf8``,
 ``invalid_json``, ``not_an_object``, ``missing_field:<f>``, ``unknown_type``,
 ``wrong_type:<f>``, ``invalid_value:<f>``; within a class, in the contract's field order.
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pipeline.errors import InvalidEvent
+from pipeline.core.errors import InvalidEvent
 
 __all__ = [
     "EVENT_TYPES",

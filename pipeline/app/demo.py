@@ -21,11 +21,11 @@ from typing import Any
 
 import click
 
-from pipeline.board import fetch_board, render_board
-from pipeline.config import Settings
-from pipeline.errors import CxpulseError
-from pipeline.logs import kv
-from pipeline.topics import broker_reachable, ensure_topics
+from pipeline.app.board import fetch_board, render_board
+from pipeline.core.config import Settings
+from pipeline.core.errors import CxpulseError
+from pipeline.core.logs import kv
+from pipeline.core.topics import broker_reachable, ensure_topics
 
 __all__ = ["KAFKA_SCRIPT", "run_demo"]
 
@@ -139,7 +139,7 @@ def run_demo(
     warmup_minutes: float = 10.0,
     keep_state: bool = False,
 ) -> int:
-    from pipeline.producer import run_simulation
+    from pipeline.simulator.producer import run_simulation
 
     def _terminated(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # SIGTERM stops cleanly too: workers and broker included

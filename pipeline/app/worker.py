@@ -7,11 +7,11 @@ import os
 import signal
 from typing import Any
 
-from pipeline.app import Role, create_app
-from pipeline.config import Settings
-from pipeline.logs import kv
-from pipeline.metrics import serve_metrics
-from pipeline.topics import ensure_topics
+from pipeline.app.factory import Role, create_app
+from pipeline.core.config import Settings
+from pipeline.core.logs import kv
+from pipeline.core.metrics import serve_metrics
+from pipeline.core.topics import ensure_topics
 
 __all__ = ["run_worker"]
 
