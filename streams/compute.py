@@ -1,35 +1,48 @@
-"""The compute role: validate, gate and fold events into conversation state (Faust agent).
+"""The compute role's batch logic for one events-topic partition (a ``PartitionLogic``).
 
-Data flow per message: bytes -> :func:`parse_event` (else dead letter) -> :class:`PartitionGate`
-(duplicate / late / replayed) -> :func:`apply_event` -> one write to the ``conversations``
-table. That table's changelog *is* the conversation log: each record carries the new
-conversation state **and** the event's contribution, so state and output become durable
-together in one Kafka message (no window in which one exists without the other). The sink
-role aggregates contributions from that log; see README "Exactly-once, effectively".
+Per message: bytes -> :func:`parse_event` (else a dead letter) -> :class:`PartitionGate`
+(replayed / duplicate / late, in the contract's order) -> :func:`apply_event` -> the
+event's contribution folded into the batch's minute delta. Per batch: one
+conversation-log record per conversation the batch changed (its new state), one partition
+record (watermark and event-time progress), the delta message(s), dead letters and late
+events. The runtime publishes all of it and the input offsets in one Kafka transaction.
+
+Pure code: no Kafka, no clock. The only input besides the messages is ``now_ms`` of an
+idle tick (:meth:`ConversationLogic.on_idle`), the one place the wall clock may move
+event-time progress (never the watermark, so lateness and state decisions stay exact).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-import faust
-from faust.types import TP, EventT
+import orjson
 
-from pipeline.core.config import Settings
 from pipeline.core.errors import InvalidEvent
-from pipeline.core.events import parse_event
+from pipeline.core.events import Event, parse_event
 from pipeline.core.logs import kv
 from pipeline.core.metrics import Metrics
-from streams.conversation import ConversationState
+from streams.conversation import Contribution, ConversationState
+from streams.deltas import BatchDelta
 from streams.expiry import ExpiryIndex
-from streams.failure import die
 from streams.gate import PartitionGate, Verdict
+from streams.runtime.contracts import BatchResult, InputMessage, OutputRecord, StateReader
 
-__all__ = ["ComputeRole", "LogRecord", "register_compute"]
+__all__ = [
+    "H_LATENESS",
+    "H_OFFSET",
+    "H_PARTITION",
+    "H_REASON",
+    "H_TOPIC",
+    "PARTITION_KEY",
+    "ComputeConfig",
+    "ComputeExtension",
+    "ConversationLogic",
+    "decode_log_value",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,196 +53,241 @@ H_PARTITION = "cxpulse.source.partition"
 H_OFFSET = "cxpulse.source.offset"
 H_LATENESS = "cxpulse.lateness.us"
 
-
-@dataclass(slots=True)
-class LogRecord:
-    """One conversation-log value: state after the event plus what the event contributed."""
-
-    partition: int
-    offset: int
-    watermark_us: int
-    state: dict[str, Any]
-    contribution: dict[str, Any] | None = None
-    source_timestamp: float = 0.0  # Kafka timestamp of the event (freshness metric)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "p": self.partition,
-            "o": self.offset,
-            "wm": self.watermark_us,
-            "s": self.state,
-            "c": self.contribution,
-            "ts": self.source_timestamp,
-        }
+# Changelog key of the partition's own record. Not valid UTF-8, so no conversation id
+# (a JSON string, UTF-8 encoded) can ever collide with it.
+PARTITION_KEY = b"\xff\xfecxpulse:partition"
+_US_PER_MIN = 60_000_000
 
 
-@dataclass
-class ComputeRole:
-    """Wiring of the compute agent; holds per-partition gates for this process."""
+@dataclass(frozen=True, slots=True)
+class ComputeConfig:
+    """What the logic needs of the settings (plain values: easy to build in tests)."""
 
-    settings: Settings
-    metrics: Metrics
-    gates: dict[int, PartitionGate] = field(default_factory=dict)
-    expiry: dict[int, ExpiryIndex] = field(default_factory=dict)
+    events_topic: str
+    deltas_topic: str
+    dead_letter_topic: str
+    late_topic: str
+    allowed_lateness_us: int
+    retention_us: int
+    sla_us: dict[str, int]
+    sweep_every_events: int = 10_000
+    idle_grace_us: int = 60_000_000
 
-    def gate_for(self, partition: int, table: Any) -> PartitionGate:
-        gate = self.gates.get(partition)
-        if gate is None:
-            # After (re)assignment the table holds the recovered log: the partition's
-            # watermark is the greatest one recorded there.
-            watermark: int | None = None
-            replayed_until = -1
-            index = ExpiryIndex(self.settings.kpi.state_sweep_every_events)
-            for key, value in table.items():
-                if value and value.get("p") == partition:
-                    wm = value["wm"]
-                    if watermark is None or wm > watermark:
-                        watermark = wm
-                    replayed_until = max(replayed_until, value["o"])
-                    index.touch(key, value["s"]["t"])
-            self.expiry[partition] = index
-            kpi = self.settings.kpi
-            gate = PartitionGate(
-                allowed_lateness_us=kpi.allowed_lateness_seconds * 1_000_000,
-                retention_us=kpi.state_retention_days * 86_400 * 1_000_000,
-                sla_us=kpi.sla_targets_us(),
-                watermark_us=watermark,
-                replayed_until=replayed_until,
+
+class ComputeExtension(Protocol):
+    """More outputs of an accepted event, published in the same transaction."""
+
+    def on_accepted(
+        self, event: Event, state: ConversationState, contribution: Contribution, msg: Any
+    ) -> list[OutputRecord]: ...
+
+
+def decode_log_value(raw: bytes) -> dict[str, Any]:
+    """A conversation-log value: ``{"p", "o", "wm", "s"}`` (or the partition record)."""
+    value: dict[str, Any] = orjson.loads(raw)
+    return value
+
+
+class ConversationLogic:
+    """Conversation state of one partition; see the module docstring."""
+
+    def __init__(
+        self,
+        partition: int,
+        config: ComputeConfig,
+        metrics: Metrics,
+        extensions: Sequence[ComputeExtension] = (),
+    ) -> None:
+        self.partition = partition
+        self.config = config
+        self.metrics = metrics
+        self.extensions = tuple(extensions)
+        self.gate = PartitionGate(
+            allowed_lateness_us=config.allowed_lateness_us,
+            retention_us=config.retention_us,
+            sla_us=config.sla_us,
+        )
+        self.expiry = ExpiryIndex(config.sweep_every_events)
+        self.progress_us: int | None = None  # event-time progress (>= watermark)
+        self.last_offset = -1
+        self._counters = {v: metrics.events.labels(v.value) for v in Verdict}
+        self._invalid = metrics.events.labels("invalid")
+        self._late = metrics.late_events
+        self._dead = metrics.dead_letters
+        self._watermark_gauge = metrics.watermark.labels(str(partition))
+        self._progress_gauge = metrics.event_time_progress.labels(str(partition))
+
+    # -- PartitionLogic --
+
+    def open(self, state: StateReader) -> None:
+        """Watermark and progress from the partition record; the expiry index by scan."""
+        meta_raw = state.get(PARTITION_KEY)
+        if meta_raw is not None:
+            meta = orjson.loads(meta_raw)
+            self.gate.watermark_us = meta.get("wm")
+            self.progress_us = meta.get("prog")
+            self.last_offset = meta.get("o", -1)
+        # With transactions the state equals the committed input offset exactly; a
+        # replay region only exists if an operator rewinds the group's offsets, and then
+        # expiry is not re-judged inside it (see PartitionGate.replayed_until).
+        self.gate.replayed_until = self.last_offset
+        for key, raw in state.items():
+            if key != PARTITION_KEY:
+                self.expiry.touch(key, orjson.loads(raw)["s"]["t"])
+        self._publish_gauges()
+        log.info(
+            "partition opened",
+            extra=kv(
+                partition=self.partition,
+                conversations=len(self.expiry),
+                watermark_us=self.gate.watermark_us,
+                last_offset=self.last_offset,
+            ),
+        )
+
+    def process(self, messages: Sequence[InputMessage], state: StateReader) -> BatchResult:
+        cfg = self.config
+        gate = self.gate
+        partition = self.partition
+        delta = BatchDelta(partition)
+        outputs: list[OutputRecord] = []
+        changed: dict[bytes, ConversationState] = {}
+        counters = self._counters
+        extensions = self.extensions
+        for msg in messages:
+            try:
+                event = parse_event(msg.value if msg.value is not None else b"")
+            except InvalidEvent as bad:
+                self._invalid.inc()
+                self._dead.labels(bad.reason).inc()
+                delta.count(msg.timestamp, "invalid")
+                outputs.append(self._side(cfg.dead_letter_topic, msg, bad.reason.encode()))
+                continue
+            key = event.conversation_id.encode()
+            if msg.key != key:
+                self.metrics.key_mismatches.inc()
+            st = changed.get(key)
+            if st is None:
+                raw = state.get(key)
+                st = ConversationState.from_json(orjson.loads(raw)["s"]) if raw else None
+            outcome = gate.decide(st, event, msg.offset)
+            verdict = outcome.verdict
+            counters[verdict].inc()
+            delta.count(msg.timestamp, verdict.value)
+            if verdict is Verdict.ACCEPTED:
+                new_state = outcome.state
+                contribution = outcome.contribution
+                assert new_state is not None and contribution is not None
+                changed[key] = new_state
+                wm = gate.watermark_us or 0
+                progress = self.progress_us
+                if progress is None or wm > progress:
+                    progress = self.progress_us = wm
+                lag = progress // _US_PER_MIN - contribution.minute
+                delta.add(
+                    (
+                        contribution.minute,
+                        lag if lag > 0 else 0,
+                        contribution.team,
+                        contribution.channel,
+                        contribution.region,
+                        contribution.priority,
+                        contribution.segment,
+                    ),
+                    contribution.increments,
+                )
+                self.expiry.touch(key, new_state.last_event_us)
+                for ext in extensions:
+                    outputs.extend(ext.on_accepted(event, new_state, contribution, msg))
+            elif verdict is Verdict.LATE:
+                self._late.inc()
+                lateness = str(outcome.lateness_us).encode()
+                outputs.append(self._side(cfg.late_topic, msg, b"late", ((H_LATENESS, lateness),)))
+        first, last = messages[0].offset, messages[-1].offset
+        self.last_offset = last
+        changelog: dict[bytes, bytes | None] = {}
+        wm = gate.watermark_us
+        for key, st in changed.items():
+            changelog[key] = orjson.dumps(
+                {"p": partition, "o": st.last_offset, "wm": wm, "s": st.to_json()}
             )
-            gate.watermark_gauge = self.metrics.watermark.labels(str(partition))
-            self.gates[partition] = gate
-            log.info("partition gate ready", extra=kv(partition=partition, watermark_us=watermark))
-        return gate
+        self._sweep(changelog, changed)
+        changelog[PARTITION_KEY] = self._partition_record()
+        for body in delta.encode(
+            first_offset=first, offset=last, watermark_us=wm, progress_us=self.progress_us
+        ):
+            outputs.append(OutputRecord(cfg.deltas_topic, None, body, partition))
+        self._publish_gauges()
+        return BatchResult(changelog, outputs)
 
-    def forget_partitions(self, partitions: set[int]) -> None:
-        """On revoke: another worker owns them now; rebuild from the log if they come back."""
-        for p in partitions:
-            self.gates.pop(p, None)
-            self.expiry.pop(p, None)
+    def on_idle(self, now_ms: int) -> BatchResult | None:
+        """Caught up and quiet: let event-time progress follow the wall clock.
 
+        Progress moves to ``now - idle_grace`` (never backwards, never the watermark), so
+        minutes keep closing for the alert evaluator while no event arrives: for drop
+        alerts, silence is the signal. Returns None when progress would not move.
+        """
+        target = now_ms * 1000 - self.config.idle_grace_us
+        if self.progress_us is not None and target <= self.progress_us:
+            return None
+        if (target // _US_PER_MIN) == ((self.progress_us or 0) // _US_PER_MIN):
+            return None  # only whole minutes matter to readers
+        self.progress_us = target
+        delta = BatchDelta(self.partition)
+        bodies = delta.encode(
+            first_offset=self.last_offset + 1,
+            offset=self.last_offset,
+            watermark_us=self.gate.watermark_us,
+            progress_us=target,
+            idle=True,
+        )
+        self._publish_gauges()
+        return BatchResult(
+            {PARTITION_KEY: self._partition_record()},
+            [OutputRecord(self.config.deltas_topic, None, b, self.partition) for b in bodies],
+        )
 
-def _still_assigned(app: faust.App, topic: str, partition: int) -> bool:
-    try:
-        return TP(topic, partition) in app.consumer.assignment()
-    except Exception:  # no consumer (shutting down): treat as not ours
-        return False
+    # -- helpers --
 
-
-def register_compute(app: faust.App, settings: Settings, metrics: Metrics) -> ComputeRole:
-    """Declare the compute topics, table and agent on ``app``."""
-    t = settings.topics
-    events_topic = app.topic(
-        t.events, key_serializer="raw", value_serializer="raw", partitions=t.partitions
-    )
-    log_topic = app.topic(
-        t.conversation_log,
-        key_serializer="raw",
-        value_serializer="json",
-        partitions=t.partitions,
-        compacting=True,
-        deleting=True,
-    )
-    dead_letter = app.topic(t.dead_letter, key_serializer="raw", value_serializer="raw")
-    late_topic = app.topic(t.late_events, key_serializer="raw", value_serializer="raw")
-    conversations = app.Table(
-        "conversations",
-        partitions=t.partitions,
-        changelog_topic=log_topic,
-        key_type=bytes,  # raw conversation_id bytes
-        value_type=None,  # JSON log record as a plain dict (see LogRecord)
-    )
-    role = ComputeRole(settings, metrics)
-    # Label children resolved once: .labels() per event is measurable on the hot path.
-    verdict_counters = {v: metrics.events.labels(v.value) for v in Verdict}
-    invalid_counter = metrics.events.labels("invalid")
-
-    async def side_output(topic: Any, ev: EventT, headers: dict[str, bytes]) -> None:
-        """Dead-letter / late record: original key and bytes, provenance in headers."""
-        msg = ev.message
-        headers.update(
+    def _partition_record(self) -> bytes:
+        return orjson.dumps(
             {
-                H_TOPIC: msg.topic.encode(),
-                H_PARTITION: str(msg.partition).encode(),
-                H_OFFSET: str(msg.offset).encode(),
+                "meta": 1,
+                "wm": self.gate.watermark_us,
+                "prog": self.progress_us,
+                "o": self.last_offset,
             }
         )
-        await topic.send(key=msg.key, value=msg.value, partition=msg.partition, headers=headers)
 
-    def handle(ev: EventT) -> Awaitable[None] | None:
-        """Process one message; returns a side-output send to await, if any."""
-        msg = ev.message
-        try:
-            event = parse_event(msg.value if msg.value is not None else b"")
-        except InvalidEvent as bad:
-            invalid_counter.inc()
-            metrics.dead_letters.labels(bad.reason).inc()
-            return side_output(dead_letter, ev, {H_REASON: bad.reason.encode()})
-        key = event.conversation_id.encode()
-        if msg.key != key:
-            metrics.key_mismatches.inc()
-        gate = role.gate_for(msg.partition, conversations)
-        try:  # one store lookup (Mapping.get would check __contains__ first)
-            stored = conversations[key]
-        except KeyError:
-            stored = None
-        state = ConversationState.from_json(stored["s"]) if stored else None
-        outcome = gate.decide(state, event, msg.offset)
-        verdict = outcome.verdict
-        verdict_counters[verdict].inc()
-        if verdict is Verdict.ACCEPTED:
-            assert outcome.state is not None and outcome.contribution is not None
-            record = LogRecord(
-                msg.partition,
-                msg.offset,
-                gate.watermark_us or 0,
-                outcome.state.to_json(),
-                outcome.contribution.to_json(),
-                msg.timestamp or 0.0,
-            )
-            conversations[key] = record.to_json()
-            gate.watermark_gauge.set((gate.watermark_us or 0) / 1e6)
-            index = role.expiry[msg.partition]
-            index.touch(key, outcome.state.last_event_us)
-            if index.sweep_due() and gate.watermark_us is not None:
-                # Tombstones go to this event's partition: the keys belong to it.
-                for old in index.expired(gate.watermark_us, gate.retention_us):
-                    conversations.pop(old, None)
-                    metrics.expired_states.inc()
-        elif verdict is Verdict.LATE:
-            metrics.late_events.inc()
-            return side_output(
-                late_topic,
-                ev,
-                {H_REASON: b"late", H_LATENESS: str(outcome.lateness_us).encode()},
-            )
-        return None
+    def _sweep(self, changelog: dict[bytes, bytes | None], changed: dict[bytes, Any]) -> None:
+        """Tombstone conversations past their retention (event time; see streams.expiry)."""
+        index = self.expiry
+        wm = self.gate.watermark_us
+        if wm is None or not index.sweep_due():
+            return
+        for key in index.expired(wm, self.gate.retention_us):
+            changelog[key] = None
+            changed.pop(key, None)
+            self.metrics.expired_states.inc()
 
-    @app.agent(events_topic, name="cxpulse.compute")
-    async def compute(stream: faust.StreamT) -> AsyncIterator[None]:
-        async for ev in stream.events():
-            try:
-                pending = handle(ev)
-                if pending is not None:
-                    await pending
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                msg = ev.message
-                if not _still_assigned(app, msg.topic, msg.partition):
-                    # A rebalance took the partition away mid-event (its table partition
-                    # is gone with it). Faust discards commits of revoked partitions, so
-                    # the new owner reprocesses this event: nothing is lost.
-                    log.warning(
-                        "partition revoked while processing; left to its new owner",
-                        extra=kv(partition=msg.partition, offset=msg.offset, error=repr(exc)),
-                    )
-                    continue
-                die(log, "compute", exc)
-            yield None
+    def _side(
+        self,
+        topic: str,
+        msg: InputMessage,
+        reason: bytes,
+        extra: tuple[tuple[str, bytes], ...] = (),
+    ) -> OutputRecord:
+        headers = (
+            (H_REASON, reason),
+            (H_TOPIC, msg.topic.encode()),
+            (H_PARTITION, str(msg.partition).encode()),
+            (H_OFFSET, str(msg.offset).encode()),
+            *extra,
+        )
+        return OutputRecord(topic, msg.key, msg.value, self.partition, headers)
 
-    @app.on_partitions_revoked.connect
-    async def _on_revoked(app_: faust.App, revoked: set[Any], **_: Any) -> None:
-        role.forget_partitions({tp.partition for tp in revoked if tp.topic == t.events})
-
-    role.agent = compute  # type: ignore[attr-defined]
-    return role
+    def _publish_gauges(self) -> None:
+        if self.gate.watermark_us is not None:
+            self._watermark_gauge.set(self.gate.watermark_us / 1e6)
+        if self.progress_us is not None:
+            self._progress_gauge.set(self.progress_us / 1e6)

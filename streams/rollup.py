@@ -1,10 +1,11 @@
-"""Contributions -> minute partials for every default grouping, with per-row versions.
+"""Delta cells -> minute rows of every default grouping, with per-row versions (sink side).
 
 A row is identified by ``(source_partition, grouping, team, channel, region, priority,
-segment, minute)``; its ``version`` is the highest conversation-log offset folded into it.
-Log offsets of one partition only grow, so a contribution whose offset is not above the
-row's version is already inside the row (a re-read after a sink restart) and is skipped:
-that makes the sink idempotent without coordinating with its own offset commits.
+segment, minute, lag_minutes)``; its ``version`` is the highest source offset of a batch
+folded into it. Offsets of one partition only grow and every batch's updates to a row
+arrive in one delta message, so a message whose offset is not above the row's version is
+already inside the row (a re-read after a sink restart) and is skipped: that makes the
+sink idempotent without coordinating with its own offset commits.
 
 Pure code: loading rows from storage is the caller's job (:meth:`MinuteRollup.missing`
 then :meth:`MinuteRollup.install`).
@@ -15,10 +16,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from streams.conversation import Contribution
 from streams.partials import MinutePartial
 
-__all__ = ["GROUPINGS", "MinuteRollup", "RowKey", "StoredRow", "apply_increments", "group_keys"]
+__all__ = [
+    "GROUPINGS",
+    "MinuteRollup",
+    "RowKey",
+    "StoredRow",
+    "apply_increments",
+    "group_keys",
+]
 
 _US = 1_000_000
 # Grouping name -> which of (team, channel, region, priority, segment) it keeps.
@@ -33,16 +40,18 @@ GROUPINGS: dict[str, tuple[bool, bool, bool, bool, bool]] = {
 }
 _GROUPING_ITEMS = tuple(GROUPINGS.items())
 
-# (source_partition, grouping, team, channel, region, priority, segment, minute)
-RowKey = tuple[int, str, str, str, str, str, str, int]
+# (source_partition, grouping, team, channel, region, priority, segment, minute, lag_minutes)
+RowKey = tuple[int, str, str, str, str, str, str, int, int]
+# (minute, lag_minutes, team, channel, region, priority, segment): see streams.deltas
+_Cell = tuple[int, int, str, str, str, str, str]
 
 
-def group_keys(partition: int, c: Contribution) -> Iterator[RowKey]:
-    """The row of every grouping this contribution lands in; '' = not part of the grouping."""
-    dims = (c.team, c.channel, c.region, c.priority, c.segment)
+def group_keys(partition: int, cell: _Cell) -> Iterator[RowKey]:
+    """The row of every grouping a cell lands in; '' = not part of the grouping."""
+    minute, lag, *dims = cell
     for name, keep in _GROUPING_ITEMS:
         t, ch, r, p, s = (d if k else "" for d, k in zip(dims, keep, strict=True))
-        yield (partition, name, t, ch, r, p, s, c.minute)
+        yield (partition, name, t, ch, r, p, s, minute, lag)
 
 
 def apply_increments(partial: MinutePartial, inc: dict[str, int]) -> None:
@@ -82,10 +91,10 @@ class MinuteRollup:
         self.rows: dict[RowKey, StoredRow] = {}
         self._loaded: set[tuple[int, int]] = set()
 
-    def missing(self, items: Iterable[tuple[int, Contribution]]) -> set[tuple[int, int]]:
+    def missing(self, pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
         """(partition, minute) pairs the caller must load before :meth:`apply`."""
         loaded = self._loaded
-        return {(p, c.minute) for p, c in items if (p, c.minute) not in loaded}
+        return {pm for pm in pairs if pm not in loaded}
 
     def install(
         self, pairs: Iterable[tuple[int, int]], rows: Iterable[tuple[RowKey, MinutePartial, int]]
@@ -97,21 +106,33 @@ class MinuteRollup:
                 self.rows[key] = StoredRow(partial, version)
         self._loaded.update(pairs)
 
-    def apply(self, partition: int, offset: int, contribution: Contribution) -> bool:
-        """Fold one contribution; False if every row already holds it (a re-read)."""
-        applied = False
+    def apply(
+        self, partition: int, offset: int, cells: Iterable[tuple[_Cell, MinutePartial]]
+    ) -> tuple[int, int]:
+        """Fold one delta message's cells; returns (rows updated, rows already holding it)."""
+        merged: dict[RowKey, MinutePartial] = {}
+        for cell, partial in cells:
+            for key in group_keys(partition, cell):
+                acc = merged.get(key)
+                if acc is None:
+                    merged[key] = partial.copy()
+                else:
+                    acc.merge(partial)
+        applied = skipped = 0
         rows = self.rows
-        for key in group_keys(partition, contribution):
+        for key, partial in merged.items():
             row = rows.get(key)
             if row is None:
-                row = rows[key] = StoredRow(MinutePartial(), -1)
+                rows[key] = StoredRow(partial, offset, True)
             elif offset <= row.version:
+                skipped += 1
                 continue
-            apply_increments(row.partial, contribution.increments)
-            row.version = offset
-            row.dirty = True
-            applied = True
-        return applied
+            else:
+                row.partial.merge(partial)
+                row.version = offset
+                row.dirty = True
+            applied += 1
+        return applied, skipped
 
     def dirty(self) -> list[tuple[RowKey, StoredRow]]:
         return [(k, r) for k, r in self.rows.items() if r.dirty]
@@ -130,6 +151,11 @@ class MinuteRollup:
             del self.rows[key]
         self._loaded = {pm for pm in self._loaded if pm[0] != partition or pm[1] >= minute}
         return len(doomed)
+
+    def drop_partition(self, partition: int) -> None:
+        """Forget a partition another sink owns now (its rows reload if it comes back)."""
+        self.rows = {k: r for k, r in self.rows.items() if k[0] != partition}
+        self._loaded = {pm for pm in self._loaded if pm[0] != partition}
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -32,6 +32,7 @@ __all__ = [
     "ValidEvent",
     "new_row",
     "recompute",
+    "snapshot",
     "validate",
 ]
 
@@ -350,6 +351,10 @@ class Oracle:
     duplicates: int = 0
     accepted: int = 0
     minutes: dict[MinuteKey, dict[str, Any]] = field(default_factory=dict)
+    # (partition, offset) of each accepted event -> (conversation id, its state right after
+    # the event, see ``snapshot``): what a conversation-log record written after that event
+    # must hold.
+    states: dict[tuple[int, int], tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
     def totals(self, grouping: str = "overall") -> dict[str, Any]:
         """Sum of every minute of one grouping (all its keys)."""
@@ -406,6 +411,7 @@ class _Recompute:
         if conv is None:
             conv = self.conversations[event.conversation_id] = _Conversation()
         self.accept(conv, event)
+        self.out.states[(partition, offset)] = (event.conversation_id, snapshot(conv))
         if highest is None or event.occurred_us > highest:
             self.highest_accepted[partition] = event.occurred_us
 
@@ -502,6 +508,20 @@ class _Recompute:
                 row[f"{kind_name}_count"] += 1
                 row[f"{kind_name}_sum_us"] += us
                 row[f"{kind_name}_samples_s"].append(us / US_PER_S)
+
+
+def snapshot(conv: _Conversation) -> dict[str, Any]:
+    """A conversation's state in plain values (compared with conversation-log records)."""
+    return {
+        "ids": sorted(conv.ids),
+        "last_event_us": conv.last_event_us,
+        "first_opened_us": conv.first_opened_us,
+        "wait_since_us": conv.wait_since_us,
+        "awaits_first_reply": conv.cycle_awaits_first_reply,
+        "human_agent_messages": conv.human_agent_messages,
+        "ever_reopened": conv.ever_reopened,
+        "given": dict(sorted(conv.given.items())),
+    }
 
 
 def recompute(

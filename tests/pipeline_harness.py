@@ -34,6 +34,7 @@ class PipelineHarness:
         self.topics = {
             "events": f"{self.app_id}.interactions",
             "conversation_log": f"{self.app_id}.conversation-log",
+            "deltas": f"{self.app_id}.minute-deltas",
             "dead_letter": f"{self.app_id}.dead-letter",
             "late_events": f"{self.app_id}.late-events",
         }
@@ -160,6 +161,7 @@ class PipelineHarness:
         groups = {
             f"{self.app_id}-compute": [self.topics["events"]],
             f"{self.app_id}-sink": [
+                self.topics["deltas"],
                 self.topics["conversation_log"],
                 self.topics["dead_letter"],
                 self.topics["late_events"],

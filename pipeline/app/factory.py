@@ -1,21 +1,29 @@
 """Faust app factories: wiring only (the logic lives in ``streams`` and ``sinks``).
 
-Two roles, two consumer groups:
+Faust is the worker runtime (lifecycle, signals, web endpoints); the hot path of each role
+is a batch service it starts and stops (``streams.runtime`` for compute, ``sinks.runner``
+for the sink), because Faust's per-message stream path tops out far below a bare consumer.
 
-- ``compute`` (``<app_id>-compute``): any number of workers split the events topic's
-  partitions; each folds its partitions' events into conversation state and writes the
-  conversation log.
-- ``sink`` (``<app_id>-sink``): reads the conversation log and side topics and owns the
-  ClickHouse writes. With embedded chDB exactly one sink process runs (one engine per
-  path); with a server DSN several sink workers may split the partitions.
+- ``compute`` (consumer group ``<app_id>-compute``): any number of workers split the
+  events topic's partitions; per batch and partition, one Kafka transaction carries the
+  conversation-log records, the minute deltas, dead letters, late events and the offsets.
+- ``sink`` (``<app_id>-sink``): reads deltas, the conversation log and the side topics and
+  owns the ClickHouse writes. With embedded chDB exactly one sink process runs (one engine
+  per path); with a server DSN several sink workers may split the partitions.
+
+Faust's own Kafka clients are not started (:class:`_RuntimeOnly`): its consumer would join
+a group of its own whose dead members delay every restart by a session timeout, and the
+roles bring their own clients.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import faust
+from faust.app.base import BootStrategy
 
 from pipeline.core.config import Settings
 from pipeline.core.metrics import Metrics
@@ -29,12 +37,22 @@ Role = Literal["compute", "sink"]
 class RoleApp:
     app: faust.App
     role: Role
-    handle: Any  # ComputeRole or the sink agent
+    service: Any  # TransactionalRole (compute) or SinkRunner (sink)
     sink: Any = None  # KpiSink for the sink role
     store: Any = None
 
 
-def _faust_app(settings: Settings, role: Role, worker_id: str, store_url: str) -> faust.App:
+class _NoKafkaBoot(BootStrategy):  # type: ignore[misc]
+    """Start Faust's web server, sensors and services, but none of its Kafka clients."""
+
+    enable_kafka = False
+
+
+class _RuntimeOnly(faust.App):  # type: ignore[misc]
+    BootStrategy = _NoKafkaBoot
+
+
+def _faust_app(settings: Settings, role: Role, worker_id: str) -> faust.App:
     web_port = settings.ports.worker_web if role == "compute" else settings.ports.sink_web
     kafka = settings.kafka
     credentials: Any = None
@@ -50,24 +68,17 @@ def _faust_app(settings: Settings, role: Role, worker_id: str, store_url: str) -
         credentials = faust.SSLCredentials(_ssl_context(settings))
     datadir = (settings.data_dir / "faust" / f"{role}-{worker_id}").resolve()
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    return faust.App(
-        f"{settings.app_id}-{role}",
+    return _RuntimeOnly(
+        f"{settings.app_id}-{role}-worker",
         broker=kafka.faust_broker_url(),
         broker_credentials=credentials,
-        store=store_url,
+        store="memory://",
         datadir=str(datadir),
-        topic_partitions=settings.topics.partitions,
         topic_replication_factor=kafka.replication_factor,
         topic_allow_declare=True,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        # Batch produce requests: one conversation-log record per event would otherwise
-        # mean one tiny request per event (measured: a third of the worker's CPU).
-        producer_linger=0.005,
-        producer_max_batch_size=256 * 1024,
         web_enabled=bool(web_port),
         web_port=web_port or 6066,
-        web_host="127.0.0.1",
+        web_host=settings.ports.web_host,
         autodiscover=False,
         # Our key=value logging stays in charge.
         loghandlers=[],
@@ -87,20 +98,59 @@ def create_app(
     *,
     worker_id: str = "0",
     metrics: Metrics | None = None,
-    table_store: str = "rocksdb://",
 ) -> RoleApp:
     """Build the Faust app of one role. The sink role opens ClickHouse and migrates it."""
     metrics = metrics or Metrics.create()
+    app = _faust_app(settings, role, worker_id)
     if role == "compute":
-        from streams.compute import register_compute
+        service = _compute_service(settings, worker_id, metrics)
+        app.service(service)
+        _register_health(app, service)
+        return RoleApp(app, role, service)
+    return _sink_app(app, settings, worker_id, metrics)
 
-        app = _faust_app(settings, role, worker_id, table_store)
-        return RoleApp(app, role, register_compute(app, settings, metrics))
 
-    from pipeline.app.sink_role import register_sink
+def _compute_service(settings: Settings, worker_id: str, metrics: Metrics) -> Any:
+    from streams.compute import ComputeConfig, ConversationLogic
+    from streams.runtime.role import RoleConfig, TransactionalRole
+
+    t, kpi = settings.topics, settings.kpi
+    config = ComputeConfig(
+        events_topic=t.events,
+        deltas_topic=t.deltas,
+        dead_letter_topic=t.dead_letter,
+        late_topic=t.late_events,
+        allowed_lateness_us=kpi.allowed_lateness_seconds * 1_000_000,
+        retention_us=kpi.state_retention_days * 86_400 * 1_000_000,
+        sla_us=kpi.sla_targets_us(),
+        sweep_every_events=kpi.state_sweep_every_events,
+        idle_grace_us=int(kpi.idle_grace_seconds * 1_000_000),
+    )
+    group = f"{settings.app_id}-compute"
+    role_config = RoleConfig(
+        role="compute",
+        group_id=group,
+        input_topic=t.events,
+        changelog_topic=t.conversation_log,
+        state_dir=(settings.data_dir / "state" / f"compute-{worker_id}").resolve(),
+        store_kind=settings.table_store,
+        instance_id=f"{group}-{worker_id}",
+        max_batch=settings.compute.batch_max_messages,
+        idle_after_s=kpi.idle_grace_seconds,
+    )
+    return TransactionalRole(
+        settings,
+        role_config,
+        lambda partition: ConversationLogic(partition, config, metrics),
+        metrics,
+    )
+
+
+def _sink_app(app: faust.App, settings: Settings, worker_id: str, metrics: Metrics) -> RoleApp:
     from sinks.clickhouse.kpi_sink import KpiSink
     from sinks.clickhouse.migrate import migrate
     from sinks.clickhouse.store import open_store
+    from sinks.runner import SinkRunner, SinkRunnerConfig
 
     store = open_store(settings.clickhouse_dsn(), settings.clickhouse.database)
     migrate(
@@ -108,25 +158,52 @@ def create_app(
         minute_ttl_days=settings.clickhouse.minute_ttl_days,
         side_ttl_days=settings.clickhouse.side_ttl_days,
     )
+    t = settings.topics
     sink = KpiSink(
         store,
-        log_topic=settings.topics.conversation_log,
-        dead_letter_topic=settings.topics.dead_letter,
-        late_topic=settings.topics.late_events,
+        topics=t,
         allowed_lateness_seconds=settings.kpi.allowed_lateness_seconds,
         metrics=metrics,
         retry_after=settings.sink.retry_initial_seconds,
     )
-    app = _faust_app(settings, role, worker_id, "memory://")
-    agent = register_sink(app, settings, metrics, sink)
+    group = f"{settings.app_id}-sink"
+    runner = SinkRunner(
+        settings,
+        sink,
+        SinkRunnerConfig(
+            group_id=group,
+            topics=(t.deltas, t.conversation_log, t.dead_letter, t.late_events),
+            partition_topic=t.deltas,
+            instance_id=f"{group}-{worker_id}",
+            batch_max_messages=settings.sink.batch_max_messages,
+            flush_interval_seconds=settings.sink.flush_interval_seconds,
+            retry_initial_seconds=settings.sink.retry_initial_seconds,
+            retry_max_seconds=settings.sink.retry_max_seconds,
+        ),
+        metrics,
+        forget_partition=sink.forget_partition,
+    )
+    app.service(runner)
+    _register_health(app, runner)
     _register_board(app, store)
-    return RoleApp(app, role, agent, sink=sink, store=store)
+    return RoleApp(app, "sink", runner, sink=sink, store=store)
+
+
+def _register_health(app: faust.App, service: Any) -> None:
+    """``/health/live``: the event loop answers. ``/health/ready``: assigned and caught up."""
+
+    @app.page("/health/live")
+    async def live(web: Any, request: Any) -> Any:
+        return web.json({"live": True})
+
+    @app.page("/health/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        ok = bool(service.ready)
+        return web.json({"ready": ok}, status=200 if ok else 503)
 
 
 def _register_board(app: faust.App, store: Any) -> None:
     """``GET /kpis`` on the sink: the live board, served by the process that owns chDB."""
-    import asyncio
-
     from sinks.clickhouse.queries import board_payload
 
     @app.page("/kpis")

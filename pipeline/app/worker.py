@@ -36,9 +36,7 @@ def run_worker(
     if ports:
         settings = settings.model_copy(update={"ports": settings.ports.model_copy(update=ports)})
     ensure_topics(settings)
-    role_app = create_app(
-        settings, role, worker_id=worker_id, table_store=f"{settings.table_store}://"
-    )
+    role_app = create_app(settings, role, worker_id=worker_id)
     port = metrics_port
     if port is None:
         port = settings.ports.worker_metrics if role == "compute" else settings.ports.sink_metrics

@@ -23,6 +23,7 @@ from pipeline.core.errors import ConfigError
 
 __all__ = [
     "ClickHouseSettings",
+    "ComputeSettings",
     "KafkaSettings",
     "KpiSettings",
     "PortSettings",
@@ -78,14 +79,17 @@ class KafkaSettings(BaseModel):
 class TopicSettings(BaseModel):
     """Topic names and partition count. Env: ``CXPULSE_TOPICS__<FIELD>``.
 
-    ``conversation_log`` is both the conversation-state changelog and the stream of KPI
-    contributions the sink aggregates; it must have as many partitions as ``events``.
+    ``conversation_log`` is the conversation-state changelog and ``deltas`` the per-batch
+    minute partials the sink aggregates; both must have as many partitions as ``events``
+    (the compute role writes each input partition's output to the same partition number).
     """
 
     model_config = _FROZEN
 
     events: str = "cxpulse.interactions"
     conversation_log: str = "cxpulse.conversation-log"
+    # Per batch: the KPI partials it adds, its verdict counts and event-time progress.
+    deltas: str = "cxpulse.minute-deltas"
     dead_letter: str = "cxpulse.dead-letter"
     late_events: str = "cxpulse.late-events"
     partitions: int = Field(4, ge=1, le=1024)
@@ -126,6 +130,17 @@ class SinkSettings(BaseModel):
     retry_max_seconds: float = Field(30.0, gt=0)
 
 
+class ComputeSettings(BaseModel):
+    """Batching of the compute role. Env: ``CXPULSE_COMPUTE__<FIELD>``."""
+
+    model_config = _FROZEN
+
+    # Messages fetched per poll (all owned partitions); each partition's share is one
+    # batch and one transaction. Larger batches amortise the transaction, smaller ones
+    # lower the latency.
+    batch_max_messages: int = Field(10_000, ge=1, le=1_000_000)
+
+
 class KpiSettings(BaseModel):
     """Definitions that are configuration. Env: ``CXPULSE_KPI__<FIELD>``."""
 
@@ -140,6 +155,9 @@ class KpiSettings(BaseModel):
     sla_high_seconds: int = Field(15 * 60, gt=0)
     sla_normal_seconds: int = Field(60 * 60, gt=0)
     sla_low_seconds: int = Field(4 * 60 * 60, gt=0)
+    # A partition caught up and without events for this long lets its event-time progress
+    # follow the wall clock (minus this grace), so minutes keep closing for drop alerts.
+    idle_grace_seconds: float = Field(60.0, gt=0)
 
     def sla_targets_us(self) -> dict[str, int]:
         """FRT targets per priority, in microseconds (the engine's time unit)."""
@@ -160,6 +178,8 @@ class PortSettings(BaseModel):
     sink_metrics: int = Field(9465, ge=0, le=65535)
     worker_web: int = Field(6066, ge=0, le=65535)
     sink_web: int = Field(6067, ge=0, le=65535)
+    # Address the web endpoints (health, /kpis) listen on: 0.0.0.0 in containers.
+    web_host: str = "127.0.0.1"
 
 
 class Settings(BaseSettings):
@@ -182,6 +202,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     sink: SinkSettings = SinkSettings()
+    compute: ComputeSettings = ComputeSettings()
     kpi: KpiSettings = KpiSettings()
     ports: PortSettings = PortSettings()
 

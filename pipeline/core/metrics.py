@@ -29,6 +29,13 @@ class Metrics(NamedTuple):
     sink_flush_failures: Counter
     sink_paused: Gauge
     sink_cached_partials: Gauge
+    event_time_progress: Gauge
+    consumer_lag: Gauge
+    batch_seconds: Histogram
+    commit_seconds: Histogram
+    batch_messages: Histogram
+    worker_ready: Gauge
+    transaction_failures: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> Metrics:
@@ -116,6 +123,62 @@ class Metrics(NamedTuple):
             sink_cached_partials=Gauge(
                 "sink_cached_partials",
                 "Minute partials held in the sink's memory.",
+                namespace=ns,
+                registry=registry,
+            ),
+            event_time_progress=Gauge(
+                "event_time_progress_seconds",
+                "Event-time progress per source partition (Unix seconds): the watermark, or "
+                "the wall clock minus the idle grace while the partition is caught up and quiet.",
+                ["partition"],
+                namespace=ns,
+                registry=registry,
+            ),
+            consumer_lag=Gauge(
+                "consumer_lag_messages",
+                "Messages between the consumer position and the partition end (last stable "
+                "offset), per role, topic and partition.",
+                ["role", "topic", "partition"],
+                namespace=ns,
+                registry=registry,
+            ),
+            batch_seconds=Histogram(
+                "batch_seconds",
+                "CPU time to fold one partition batch (before its transaction).",
+                ["role"],
+                namespace=ns,
+                registry=registry,
+                buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            ),
+            commit_seconds=Histogram(
+                "commit_seconds",
+                "Duration of one batch transaction (produce, offsets, commit, local store).",
+                ["role"],
+                namespace=ns,
+                registry=registry,
+                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            ),
+            batch_messages=Histogram(
+                "batch_messages",
+                "Messages per partition batch.",
+                ["role"],
+                namespace=ns,
+                registry=registry,
+                buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000),
+            ),
+            worker_ready=Gauge(
+                "worker_ready",
+                "1 when the worker owns its partitions, has restored their state and its "
+                "loop turns (the readiness probe).",
+                ["role"],
+                namespace=ns,
+                registry=registry,
+            ),
+            transaction_failures=Counter(
+                "transaction_failures",
+                "Batch transactions that failed; the partition is rebuilt from its changelog "
+                "and the batch processed again.",
+                ["role"],
                 namespace=ns,
                 registry=registry,
             ),

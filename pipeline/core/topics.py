@@ -47,6 +47,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                 "retention.ms": str(t.log_retention_days * _DAY_MS),
             },
         ),
+        # Minute deltas: read once by the sink, kept as long as the events for replays.
+        TopicSpec(t.deltas, n, {"retention.ms": str(t.log_retention_days * _DAY_MS)}),
         TopicSpec(t.dead_letter, n, side),
         TopicSpec(t.late_events, n, side),
     ]
@@ -118,12 +120,15 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
                 in {
                     settings.topics.events,
                     settings.topics.conversation_log,
+                    settings.topics.deltas,
+                    settings.topics.dead_letter,
+                    settings.topics.late_events,
                 }
             ):
                 raise ConfigError(
                     f"topic {spec.name} has {have} partitions but CXPULSE_TOPICS__PARTITIONS="
-                    f"{spec.partitions}; the conversation log must be co-partitioned with the "
-                    "events topic (set the setting to match, or recreate the topics)"
+                    f"{spec.partitions}; the topics the compute role writes must be co-partitioned "
+                    "with the events topic (set the setting to match, or recreate the topics)"
                 )
         return created
     except KafkaError as exc:

@@ -1,11 +1,12 @@
-"""The ClickHouse sink: conversation-log contributions -> minute partial rows, plus side tables.
+"""The ClickHouse sink: minute deltas -> minute rows, plus facts, progress and side tables.
 
 ``add`` parses and buffers (no I/O); ``flush`` (1) loads the stored rows of minutes it has
-not seen, (2) folds the buffered contributions in, skipping any a row already holds
-(version check, see ``streams.rollup``), (3) upserts every changed row with its new
-version. Each step can fail and be retried: buffered contributions are folded exactly once,
-changed rows stay marked until an insert succeeds. Rows are full state, so a repeated
-insert of the same row is harmless (``ReplacingMergeTree(version)``).
+not seen, (2) folds the buffered deltas in, skipping any a row already holds (version
+check, see ``streams.rollup``), (3) upserts every changed row with its new version, then
+the conversation facts, verdict counts and side tables, and last the event-time progress
+of the partitions (so a reader that sees a partition's progress also sees its rows). Each
+step can fail and be retried; rows are full state, so a repeated insert is harmless
+(``ReplacingMergeTree(version)``).
 """
 
 from __future__ import annotations
@@ -13,145 +14,130 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
 
 from pipeline.core.logs import kv
 from pipeline.core.metrics import Metrics
 from sinks.base import BaseSink, SinkBackpressureError, SinkError
+from sinks.clickhouse import rows as R
 from sinks.clickhouse.store import Store, StoreUnavailable
-from streams.conversation import Contribution, ConversationState
-from streams.partials import PARTIAL_COLUMNS, SKETCH_FIELDS, TIME_SUM_FIELDS, MinutePartial
+from streams.deltas import VERDICTS, DeltaMessage, decode_delta
 from streams.rollup import MinuteRollup, RowKey
 
-__all__ = ["KpiSink", "SinkMessage"]
+__all__ = ["KpiSink", "SinkRecord", "SinkTopics"]
 
 log = logging.getLogger(__name__)
 
-_KEY_COLUMNS = (
-    "source_partition",
-    "grouping",
-    "team",
-    "channel",
-    "region",
-    "priority",
-    "segment",
-    "minute",
-)
-_TIME_SUMS = frozenset(TIME_SUM_FIELDS)
-# Stored column names: time sums are integer microseconds in ClickHouse (exact sums).
-_STORED = tuple(f"{c}_us" if c in _TIME_SUMS else c for c in PARTIAL_COLUMNS)
-_PARTIAL_INSERT_COLUMNS = (*_KEY_COLUMNS, "version", *_STORED)
-_SIDE_COLUMNS = ("source_topic", "source_partition", "source_offset", "source_time")
 
-
-_FACT_COLUMNS = (
-    "conversation_id",
-    "source_partition",
-    "version",
-    "team",
-    "channel",
-    "region",
-    "priority",
-    "segment",
-    "customer_id",
-    "customer_value",
-    "status",
-    "opened_at",
-    "waiting_since",
-    "awaiting_first_response",
-    "human_agent_messages",
-    "reopens",
-    "events",
-    "last_event_at",
-)
-
-
-def _utc(epoch_us: int | None) -> datetime | None:
-    if epoch_us is None:
-        return None
-    return _EPOCH + timedelta(microseconds=epoch_us)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@dataclass(slots=True)
-class SinkMessage:
-    """What the sink needs of one Kafka message (decoupled from Faust for tests)."""
+class SinkRecord(Protocol):
+    """What the sink reads of a Kafka record (aiokafka's ConsumerRecord has this shape)."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
-    value: Any  # dict for the conversation log, bytes for side topics
-    headers: dict[str, bytes]
-    timestamp: float  # Kafka timestamp, seconds
+    value: bytes | None
+    headers: Any
+    timestamp: int  # milliseconds
 
 
-def _minute_dt(minute: int) -> datetime:
-    return datetime.fromtimestamp(minute * 60, tz=UTC)
+class SinkTopics(Protocol):
+    deltas: str
+    conversation_log: str
+    dead_letter: str
+    late_events: str
 
 
-class KpiSink(BaseSink[SinkMessage]):
+class KpiSink(BaseSink[SinkRecord]):
     def __init__(
         self,
         store: Store,
         *,
-        log_topic: str,
-        dead_letter_topic: str,
-        late_topic: str,
+        topics: Any,
         allowed_lateness_seconds: int,
         metrics: Metrics,
         retry_after: float = 1.0,
     ) -> None:
         self.store = store
-        self.log_topic = log_topic
-        self.dead_letter_topic = dead_letter_topic
-        self.late_topic = late_topic
+        self.topics = topics
         self.metrics = metrics
         self.retry_after = retry_after
         self.rollup = MinuteRollup()
-        self._pending: list[tuple[int, int, Contribution]] = []
-        self._unwritten_ts: list[float] = []  # source timestamps awaiting a successful insert
-        self._facts: dict[bytes, tuple[int, int, dict[str, Any]]] = {}  # key -> (p, offset, state)
+        self._deltas: list[DeltaMessage] = []
+        self._latency: list[tuple[int, int]] = []  # (event Kafka ms, count) awaiting a write
+        self._facts: dict[bytes, tuple[Any, ...]] = {}  # key -> row (newest version)
         self._dead: list[tuple[Any, ...]] = []
         self._late: list[tuple[Any, ...]] = []
+        self._progress: dict[int, tuple[Any, ...]] = {}  # partition -> row (newest)
+        self._verdicts: dict[tuple[int, int], list[int]] = {}  # (p, minute) -> counts+version
+        self._verdicts_dirty: set[tuple[int, int]] = set()
+        self._verdicts_loaded: set[tuple[int, int]] = set()
         self._max_minute: dict[int, int] = {}
         self._keep_minutes = allowed_lateness_seconds // 60 + 3
-        db = store.database
-        self._partials_table = f"{db}.kpi_minute_partials"
+        self._partials_table = f"{store.database}.kpi_minute_partials"
 
     # -- add: parse and buffer, no I/O --
 
-    def add(self, record: SinkMessage) -> None:
-        if record.topic == self.log_topic:
-            value = record.value
-            if not value:
-                return  # tombstone: an expired conversation (its facts row ages out by TTL)
-            partition = int(value["p"])
-            offset = int(value["o"])
-            if record.key is not None:
-                known = self._facts.get(record.key)
-                if known is None or known[1] < offset:
-                    self._facts[record.key] = (partition, offset, value["s"])
-            if not value.get("c"):
-                return
-            contribution = Contribution.from_json(value["c"])
-            self._pending.append((partition, int(value["o"]), contribution))
-            ts = value.get("ts")
-            if ts:
-                self._unwritten_ts.append(float(ts))
-            wm_minute = int(value["wm"]) // 60_000_000
-            if wm_minute > self._max_minute.get(partition, -1):
-                self._max_minute[partition] = wm_minute
-        elif record.topic in (self.dead_letter_topic, self.late_topic):
+    def add(self, record: SinkRecord) -> None:
+        topic = record.topic
+        t = self.topics
+        if topic == t.deltas:
+            self._add_delta(record)
+        elif topic == t.conversation_log:
+            self._add_log(record)
+        elif topic in (t.dead_letter, t.late_events):
             self._add_side(record)
 
-    def _add_side(self, record: SinkMessage) -> None:
-        h = record.headers
-        payload = record.value if isinstance(record.value, bytes) else b""
+    def _add_delta(self, record: SinkRecord) -> None:
+        if not record.value:
+            return
+        try:
+            delta = decode_delta(record.value)
+        except (ValueError, KeyError, TypeError) as exc:
+            # Not written by cxpulse: skipping it loses nothing of ours; say so loudly.
+            log.error(
+                "foreign record on the deltas topic skipped",
+                extra=kv(partition=record.partition, offset=record.offset, error=str(exc)),
+            )
+            return
+        self._deltas.append(delta)
+        self._latency.extend(delta.latency)
+        p = delta.partition
+        if delta.watermark_us is not None:
+            m = delta.watermark_us // 60_000_000
+            if m > self._max_minute.get(p, -1):
+                self._max_minute[p] = m
+        if delta.progress_us is not None:
+            current = self._progress.get(p)
+            if current is None or current[-1] <= delta.progress_us:
+                wm = delta.watermark_us if delta.watermark_us is not None else delta.progress_us
+                self._progress[p] = (
+                    p,
+                    R.utc(wm),
+                    R.utc(delta.progress_us),
+                    1 if delta.idle else 0,
+                    delta.offset,
+                    delta.progress_us,
+                )
+
+    def _add_log(self, record: SinkRecord) -> None:
+        if not record.value or record.key is None:
+            return  # tombstone: an expired conversation (its facts row ages out by TTL)
+        value = orjson.loads(record.value)
+        state = value.get("s")
+        if state is None:
+            return  # the partition's own record (watermark, progress)
+        offset = int(value["o"])
+        known = self._facts.get(record.key)
+        if known is None or known[2] < offset:
+            self._facts[record.key] = R.fact_row(record.key, int(value["p"]), offset, state)
+
+    def _add_side(self, record: SinkRecord) -> None:
+        h = {k: v for k, v in (record.headers or ())}
+        payload = record.value or b""
         try:
             source = (
                 h["cxpulse.source.topic"].decode(),
@@ -161,26 +147,26 @@ class KpiSink(BaseSink[SinkMessage]):
         except (KeyError, ValueError):
             # Written by something else: keep it, identified by its own position.
             source = (record.topic, record.partition, record.offset)
-        when = datetime.fromtimestamp(record.timestamp, tz=UTC)
-        # ClickHouse String columns hold bytes: the original message is kept unchanged
-        # (an invalid_utf8 payload included).
+        when = datetime.fromtimestamp(record.timestamp / 1000, tz=UTC)
+        # ClickHouse String columns hold bytes: the original message is kept unchanged.
         key = record.key or b""
-        text = payload
-        if record.topic == self.dead_letter_topic:
+        if record.topic == self.topics.dead_letter:
             reason = h.get("cxpulse.reason", b"unknown").decode()
-            self._dead.append((*source, when, reason, key, text))
+            self._dead.append((*source, when, reason, key, payload))
         else:
             lateness = int(h.get("cxpulse.lateness.us", b"0")) / 1e6
-            self._late.append((*source, when, key, lateness, text))
+            self._late.append((*source, when, key, lateness, payload))
 
     # -- flush: load, fold, upsert --
 
     def flush(self) -> int:
         try:
-            self._fold_pending()
+            self._fold()
             written = self._write_partials()
             written += self._write_facts()
+            written += self._write_verdicts()
             written += self._write_side()
+            written += self._write_progress()
         except StoreUnavailable as exc:
             self.metrics.sink_flush_failures.inc()
             raise SinkBackpressureError(self.retry_after, str(exc)) from exc
@@ -196,94 +182,84 @@ class KpiSink(BaseSink[SinkMessage]):
             raise SinkError(f"ClickHouse write failed: {exc}") from exc
         self._evict()
         self.metrics.sink_cached_partials.set(len(self.rollup))
-        if self._unwritten_ts:
-            now = time.time()
+        if self._latency:
+            now_ms = time.time() * 1000
             observe = self.metrics.visibility_latency.observe
-            for ts in self._unwritten_ts:
-                observe(max(now - ts, 0.0))
-            self._unwritten_ts.clear()
+            for ts, n in self._latency:
+                seconds = max(now_ms - ts, 0.0) / 1000
+                for _ in range(n):
+                    observe(seconds)
+            self._latency.clear()
         return written
 
-    def _fold_pending(self) -> None:
-        if not self._pending:
+    def _fold(self) -> None:
+        if not self._deltas:
             return
-        missing = self.rollup.missing((p, c) for p, _, c in self._pending)
+        pairs = {(d.partition, cell[0]) for d in self._deltas for cell, _ in d.cells}
+        missing = self.rollup.missing(pairs)
         if missing:
             self.rollup.install(missing, self._load(missing))
+        self._load_verdicts(
+            {(d.partition, m) for d in self._deltas for m, _ in d.verdicts} - self._verdicts_loaded
+        )
         applied = skipped = 0
-        for partition, offset, contribution in self._pending:
-            if self.rollup.apply(partition, offset, contribution):
-                applied += 1
-            else:
-                skipped += 1
-        self._pending.clear()
+        for delta in self._deltas:
+            a, s = self.rollup.apply(delta.partition, delta.offset, delta.cells)
+            applied += a
+            skipped += s
+            for minute, counts in delta.verdicts:
+                key = (delta.partition, minute)
+                row = self._verdicts.get(key)
+                if row is None:
+                    row = self._verdicts[key] = [0] * len(VERDICTS) + [-1]
+                if delta.offset > row[-1]:
+                    for i, n in enumerate(counts):
+                        row[i] += n
+                    row[-1] = delta.offset
+                    self._verdicts_dirty.add(key)
+        self._deltas.clear()
         self.metrics.sink_contributions.labels("applied").inc(applied)
         if skipped:
             self.metrics.sink_contributions.labels("skipped").inc(skipped)
 
-    def _load(self, pairs: set[tuple[int, int]]) -> list[tuple[RowKey, MinutePartial, int]]:
+    def _load(self, pairs: set[tuple[int, int]]) -> list[tuple[RowKey, Any, int]]:
         by_partition: dict[int, list[int]] = defaultdict(list)
         for p, m in pairs:
             by_partition[p].append(m)
-        cols = ", ".join(_PARTIAL_INSERT_COLUMNS)
-        out: list[tuple[RowKey, MinutePartial, int]] = []
+        cols = ", ".join(R.PARTIAL_INSERT_COLUMNS)
+        out = []
         for p, minutes in by_partition.items():
             stamps = ", ".join(str(m * 60) for m in sorted(minutes))
             rows = self.store.query(
                 f"SELECT {cols} FROM {self._partials_table} FINAL "
                 f"WHERE source_partition = {int(p)} AND toUnixTimestamp(minute) IN ({stamps})"
             )
-            for row in rows:
-                out.append(self._row_to_partial(row))
+            out.extend(R.row_to_partial(row) for row in rows)
         return out
 
-    @staticmethod
-    def _row_to_partial(row: tuple[Any, ...]) -> tuple[RowKey, MinutePartial, int]:
-        n_key = len(_KEY_COLUMNS)
-        p, grouping, team, channel, region, priority, segment, minute = row[:n_key]
-        if isinstance(minute, datetime):
-            ts = minute.replace(tzinfo=UTC) if minute.tzinfo is None else minute
-            minute_no = int(ts.timestamp()) // 60
-        else:
-            minute_no = int(minute) // 60
-        version = int(row[n_key])
-        values = dict(zip(PARTIAL_COLUMNS, row[n_key + 1 :], strict=True))
-        for name in TIME_SUM_FIELDS:
-            values[name] = int(values[name]) / 1e6
-        key: RowKey = (int(p), grouping, team, channel, region, priority, segment, minute_no)
-        return key, MinutePartial.from_row(values), version
+    def _load_verdicts(self, pairs: set[tuple[int, int]]) -> None:
+        if not pairs:
+            return
+        by_partition: dict[int, list[int]] = defaultdict(list)
+        for p, m in pairs:
+            by_partition[p].append(m)
+        for p, minutes in by_partition.items():
+            stamps = ", ".join(str(m * 60) for m in sorted(minutes))
+            rows = self.store.query(
+                f"SELECT {', '.join(R.VERDICT_COLUMNS)} FROM {self.store.database}."
+                f"event_verdicts FINAL WHERE source_partition = {int(p)} "
+                f"AND toUnixTimestamp(minute) IN ({stamps})"
+            )
+            for minute, _, *counts, version in rows:
+                self._verdicts[(p, R.minute_number(minute))] = [*map(int, counts), int(version)]
+        self._verdicts_loaded |= pairs
 
     def _write_partials(self) -> int:
         dirty = self.rollup.dirty()
         if not dirty:
             return 0
-        columns: list[list[Any]] = [[] for _ in _PARTIAL_INSERT_COLUMNS]
-        sketch_set = frozenset(SKETCH_FIELDS)
-        for key, stored in dirty:
-            p, grouping, team, channel, region, priority, segment, minute = key
-            head = (
-                p,
-                grouping,
-                team,
-                channel,
-                region,
-                priority,
-                segment,
-                _minute_dt(minute),
-                stored.version,
-            )
-            for i, v in enumerate(head):
-                columns[i].append(v)
-            partial = stored.partial
-            base = len(head)
-            for j, name in enumerate(PARTIAL_COLUMNS):
-                value = getattr(partial, name)
-                if name in sketch_set:
-                    value = value.to_map()
-                elif name in _TIME_SUMS:
-                    value = round(value * 1_000_000)
-                columns[base + j].append(value)
-        count = self.store.insert("kpi_minute_partials", columns, _PARTIAL_INSERT_COLUMNS)
+        columns = R.partial_columns(dirty)
+        count = self.store.insert("kpi_minute_partials", columns, R.PARTIAL_INSERT_COLUMNS)
         self.rollup.mark_clean(k for k, _ in dirty)
         self.metrics.sink_rows.labels("kpi_minute_partials").inc(count)
         return count
@@ -291,58 +267,78 @@ class KpiSink(BaseSink[SinkMessage]):
     def _write_facts(self) -> int:
         if not self._facts:
             return 0
-        rows = []
-        for key, (partition, offset, st) in self._facts.items():
-            team, channel, region, priority, segment = ConversationState.from_json(st).dims()
-            rows.append(
-                (
-                    key.decode("utf-8", "replace"),
-                    partition,
-                    offset,
-                    team,
-                    channel,
-                    region,
-                    priority,
-                    segment,
-                    st.get("customer_id") or "",
-                    st.get("customer_value"),
-                    "resolved" if st.get("rs") else "open",
-                    _utc(st.get("o")),
-                    _utc(st.get("w")),
-                    1 if st.get("f") else 0,
-                    st.get("h", 0),
-                    st.get("rc", 0),
-                    len(st.get("ids", ())),
-                    _utc(st.get("t")),
-                )
-            )
-        count = self.store.insert(
-            "conversation_facts", list(zip(*rows, strict=True)), _FACT_COLUMNS
-        )
+        rows = list(self._facts.values())
+        columns = list(zip(*rows, strict=True))
+        count = self.store.insert("conversation_facts", columns, R.FACT_COLUMNS)
         self._facts.clear()
         self.metrics.sink_rows.labels("conversation_facts").inc(count)
         return count
 
+    def _write_verdicts(self) -> int:
+        if not self._verdicts_dirty:
+            return 0
+        rows = [
+            (R.minute_dt(m), p, *self._verdicts[(p, m)]) for p, m in sorted(self._verdicts_dirty)
+        ]
+        count = self.store.insert(
+            "event_verdicts", list(zip(*rows, strict=True)), R.VERDICT_COLUMNS
+        )
+        self._verdicts_dirty.clear()
+        self.metrics.sink_rows.labels("event_verdicts").inc(count)
+        return count
+
     def _write_side(self) -> int:
         written = 0
+        side = ("source_topic", "source_partition", "source_offset", "source_time")
         if self._dead:
-            cols = (*_SIDE_COLUMNS, "reason", "kafka_key", "payload")
+            cols = (*side, "reason", "kafka_key", "payload")
             written += self.store.insert("dead_letters", list(zip(*self._dead, strict=True)), cols)
             self.metrics.sink_rows.labels("dead_letters").inc(len(self._dead))
             self._dead.clear()
         if self._late:
-            cols = (*_SIDE_COLUMNS, "conversation_id", "lateness_seconds", "payload")
+            cols = (*side, "conversation_id", "lateness_seconds", "payload")
             written += self.store.insert("late_events", list(zip(*self._late, strict=True)), cols)
             self.metrics.sink_rows.labels("late_events").inc(len(self._late))
             self._late.clear()
         return written
 
+    def _write_progress(self) -> int:
+        if not self._progress:
+            return 0
+        rows = list(self._progress.values())
+        count = self.store.insert(
+            "source_progress", list(zip(*rows, strict=True)), R.PROGRESS_COLUMNS
+        )
+        self._progress.clear()
+        return count
+
     def _evict(self) -> None:
         for p, max_minute in self._max_minute.items():
-            dropped = self.rollup.evict_before(p, max_minute - self._keep_minutes)
+            cutoff = max_minute - self._keep_minutes
+            dropped = self.rollup.evict_before(p, cutoff)
             if dropped:
                 log.debug("evicted rows", extra=kv(partition=p, rows=dropped))
+            old = [k for k in self._verdicts if k[0] == p and k[1] < cutoff]
+            for k in old:
+                if k not in self._verdicts_dirty:
+                    del self._verdicts[k]
+                    self._verdicts_loaded.discard(k)
+
+    def forget_partition(self, partition: int) -> None:
+        """Another sink owns this source partition now (server DSN, several sinks)."""
+        self.rollup.drop_partition(partition)
+        self._verdicts = {k: v for k, v in self._verdicts.items() if k[0] != partition}
+        self._verdicts_loaded = {k for k in self._verdicts_loaded if k[0] != partition}
+        self._max_minute.pop(partition, None)
 
     @property
     def has_pending(self) -> bool:
-        return bool(self._pending or self._dead or self._late or self._facts or self.rollup.dirty())
+        return bool(
+            self._deltas
+            or self._dead
+            or self._late
+            or self._facts
+            or self._progress
+            or self._verdicts_dirty
+            or self.rollup.dirty()
+        )

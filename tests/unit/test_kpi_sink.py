@@ -4,23 +4,43 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pipeline.app.sink_role import flush_with_backoff
 from pipeline.core.config import Settings
 from pipeline.core.metrics import Metrics
 from sinks.base import SinkBackpressureError, SinkError
-from sinks.clickhouse.kpi_sink import KpiSink, SinkMessage
+from sinks.clickhouse.kpi_sink import KpiSink
 from sinks.clickhouse.migrate import migrate
 from sinks.clickhouse.store import Capabilities, ClickHouseStore, StoreUnavailable
-from streams.conversation import Contribution, ConversationState
+from sinks.runner import SinkRunner, SinkRunnerConfig
+from streams.conversation import ConversationState
+from streams.deltas import BatchDelta
 
-LOG, DLQ, LATE = "log", "dlq", "late"
+TOPICS = SimpleNamespace(
+    deltas="deltas", conversation_log="log", dead_letter="dlq", late_events="late"
+)
+LOG, DLQ, LATE, DELTAS = "log", "dlq", "late", "deltas"
 MINUTE = 29_400_000  # some minute since the epoch
-NOW = time.time()  # side tables have a TTL on the source time: keep it recent
+NOW_MS = int(time.time() * 1000)  # side tables have a TTL on the source time: keep it recent
+
+
+@dataclass
+class Rec:
+    """Has the shape of aiokafka's ConsumerRecord."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    timestamp: int = NOW_MS
 
 
 class FlakyStore(ClickHouseStore):
@@ -51,26 +71,31 @@ def sink_factory(store: ClickHouseStore, registry: CollectorRegistry) -> KpiSink
     migrate(store, minute_ttl_days=400, side_ttl_days=30)
     return KpiSink(
         store,
-        log_topic=LOG,
-        dead_letter_topic=DLQ,
-        late_topic=LATE,
+        topics=TOPICS,
         allowed_lateness_seconds=600,
         metrics=Metrics.create(registry),
         retry_after=0.01,
     )
 
 
-def log_message(partition: int, offset: int, team: str, inc: dict[str, int]) -> SinkMessage:
-    contribution = Contribution(MINUTE, team, "chat", "emea", "normal", "smb", inc)
-    value = {
-        "p": partition,
-        "o": offset,
-        "wm": MINUTE * 60_000_000,
-        "s": ConversationState(team=team, last_event_us=MINUTE * 60_000_000).to_json(),
-        "c": contribution.to_json(),
-        "ts": 0,
-    }
-    return SinkMessage(LOG, partition, offset, b"conv", value, {}, 0.0)
+def delta(partition: int, offset: int, team: str, inc: dict[str, int], lag: int = 0) -> Rec:
+    """One delta message: one event of ``team`` in MINUTE, processed at offset ``offset``."""
+    batch = BatchDelta(partition)
+    batch.add((MINUTE, lag, team, "chat", "emea", "normal", "smb"), inc)
+    batch.count(NOW_MS, "accepted")  # arrival time: recent (the table's TTL)
+    (body,) = batch.encode(
+        first_offset=offset,
+        offset=offset,
+        watermark_us=MINUTE * 60_000_000,
+        progress_us=MINUTE * 60_000_000 + offset,
+    )
+    return Rec(DELTAS, partition, offset, None, body)
+
+
+def log_record(partition: int, offset: int, team: str) -> Rec:
+    state = ConversationState(team=team, last_event_us=MINUTE * 60_000_000, last_offset=offset)
+    value = {"p": partition, "o": offset, "wm": MINUTE * 60_000_000, "s": state.to_json()}
+    return Rec(LOG, partition, offset, b"conv", orjson.dumps(value))
 
 
 def overall(store: ClickHouseStore) -> tuple[int, int, int]:
@@ -92,7 +117,8 @@ def test_outage_keeps_the_batch_and_writes_it_once_back(
     store = FlakyStore(chdb_client, chdb_database)
     sink = sink_factory(store, registry)
     for offset in range(5):
-        sink.add(log_message(0, offset, "billing", {"events": 1, "opened": 1}))
+        sink.add(delta(0, offset, "billing", {"events": 1, "opened": 1}))
+        sink.add(log_record(0, offset, "billing"))
     store.down = True
     for _ in range(3):
         with pytest.raises(SinkBackpressureError):
@@ -104,10 +130,19 @@ def test_outage_keeps_the_batch_and_writes_it_once_back(
     # A restarted sink re-reads the same contributions: every row already holds them.
     again = sink_factory(FlakyStore(chdb_client, chdb_database), CollectorRegistry())
     for offset in range(5):
-        again.add(log_message(0, offset, "billing", {"events": 1, "opened": 1}))
-    again.add(log_message(0, 5, "billing", {"events": 1, "frt": 2_000_000}))
+        again.add(delta(0, offset, "billing", {"events": 1, "opened": 1}))
+    again.add(delta(0, 5, "billing", {"events": 1, "frt": 2_000_000}))
+    again.add(log_record(0, 5, "billing"))
     again.flush()
     assert overall(store) == (6, 5, 1)
+    verdicts = store.query(
+        f"SELECT sum(accepted), max(version) FROM {store.database}.event_verdicts FINAL"
+    )
+    assert verdicts == [(6, 5)]
+    progress = store.query(
+        f"SELECT source_partition, version FROM {store.database}.source_progress FINAL"
+    )
+    assert progress == [(0, MINUTE * 60_000_000 + 5)]
     facts = store.query(
         "SELECT conversation_id, version, team, status "
         f"FROM {store.database}.conversation_facts FINAL"
@@ -122,7 +157,7 @@ def test_outage_during_the_insert_after_the_fold(
     """Contributions are folded once even if the insert that follows fails."""
     store = FlakyStore(chdb_client, chdb_database)
     sink = sink_factory(store, registry)
-    sink.add(log_message(1, 10, "tech", {"events": 1, "opened": 1}))
+    sink.add(delta(1, 10, "tech", {"events": 1, "opened": 1}))
     original_insert = store.insert
 
     def failing_insert(*args: Any) -> int:
@@ -138,30 +173,62 @@ def test_outage_during_the_insert_after_the_fold(
     assert overall(store) == (1, 1, 0)
 
 
-def test_flush_with_backoff_pauses_then_resumes(
+class FakeConsumer:
+    """The consumer calls SinkRunner._flush makes while it waits (pause, poll, resume)."""
+
+    def __init__(self) -> None:
+        self.paused: set[str] = set()
+        self.polls = 0
+
+    def assignment(self) -> set[str]:
+        return {"tp0", "tp1"}
+
+    def pause(self, *tps: str) -> None:
+        self.paused.update(tps)
+
+    def resume(self, *tps: str) -> None:
+        self.paused.difference_update(tps)
+
+    async def getmany(self, timeout_ms: int = 0) -> dict[str, list[Any]]:
+        self.polls += 1
+        await asyncio.sleep(timeout_ms / 1000)
+        return {}
+
+
+def test_an_outage_pauses_the_partitions_then_resumes(
     chdb_client: Any, chdb_database: str, registry: CollectorRegistry
 ) -> None:
     store = FlakyStore(chdb_client, chdb_database)
     sink = sink_factory(store, registry)
-    sink.add(log_message(0, 1, "billing", {"events": 1}))
+    sink.add(delta(0, 1, "billing", {"events": 1}))
     store.down = True
-    settings = Settings(sink={"retry_initial_seconds": 0.01, "retry_max_seconds": 0.05})
-    metrics = sink.metrics
-    paused_seen: list[float | None] = []
+    settings = Settings()
+    runner = SinkRunner(
+        settings,
+        sink,
+        SinkRunnerConfig(
+            group_id="g", topics=(DELTAS,), partition_topic=DELTAS,
+            retry_initial_seconds=0.01, retry_max_seconds=0.05,
+        ),
+        sink.metrics,
+    )  # fmt: skip
+    consumer = FakeConsumer()
+    seen: list[tuple[float | None, set[str]]] = []
 
     async def scenario() -> int:
         async def recover() -> None:
             await asyncio.sleep(0.2)
-            paused_seen.append(registry.get_sample_value("cxpulse_sink_paused"))
+            seen.append((registry.get_sample_value("cxpulse_sink_paused"), set(consumer.paused)))
             store.down = False
 
         task = asyncio.create_task(recover())
-        written = await flush_with_backoff(sink, settings, metrics)
+        written = await runner._flush(consumer)  # type: ignore[arg-type]
         await task
         return written
 
     assert asyncio.run(scenario()) > 0
-    assert paused_seen == [1.0]
+    assert seen == [(1.0, {"tp0", "tp1"})]  # paused, and every partition held back
+    assert consumer.paused == set() and consumer.polls >= 2  # resumed; the group kept us
     assert registry.get_sample_value("cxpulse_sink_paused") == 0.0
     assert store.refused >= 2
     assert overall(store) == (1, 0, 0)
@@ -170,7 +237,7 @@ def test_flush_with_backoff_pauses_then_resumes(
 def test_fatal_errors_are_not_retried(chdb_client: Any, chdb_database: str) -> None:
     store = BrokenStore(chdb_client, chdb_database)
     sink = sink_factory(store, CollectorRegistry())
-    sink.add(log_message(0, 1, "billing", {"events": 1}))
+    sink.add(delta(0, 1, "billing", {"events": 1}))
     with pytest.raises(SinkError):
         sink.flush()
 
@@ -187,20 +254,11 @@ def test_side_records_are_keyed_by_source_position(
         "cxpulse.source.offset": b"41",
     }
     for copy in range(3):  # a re-sent dead letter replaces itself
-        sink.add(SinkMessage(DLQ, 2, copy, b"k", b"not json", headers, NOW))
+        sink.add(Rec(DLQ, 2, copy, b"k", b"not json", list(headers.items())))
     raw = {**headers, "cxpulse.reason": b"invalid_utf8", "cxpulse.source.offset": b"42"}
-    sink.add(SinkMessage(DLQ, 2, 9, b"k", b"\xff\xfe{", raw, NOW))
-    sink.add(
-        SinkMessage(
-            LATE,
-            0,
-            0,
-            b"conv-9",
-            b"{}",
-            {**headers, "cxpulse.reason": b"late", "cxpulse.lateness.us": b"900000000"},
-            NOW,
-        )
-    )
+    sink.add(Rec(DLQ, 2, 9, b"k", b"\xff\xfe{", list(raw.items())))
+    late = {**headers, "cxpulse.reason": b"late", "cxpulse.lateness.us": b"900000000"}
+    sink.add(Rec(LATE, 0, 0, b"conv-9", b"{}", list(late.items())))
     sink.flush()
     db = chdb_database
     dead = store.query(
