@@ -165,6 +165,11 @@ def db_migrate(ctx: click.Context, cluster: str | None, print_only: bool, after:
         return
     from sinks.clickhouse.store import open_store
 
+    if cluster and settings.clickhouse.is_embedded:
+        raise CxpulseError(
+            "--cluster needs a ClickHouse server (CXPULSE_CLICKHOUSE__DSN=https://...): the "
+            "embedded engine has no cluster; add --print to only see the SQL"
+        )
     store = open_store(settings.clickhouse_dsn(), settings.clickhouse.database)
     done = applied_versions(store, cluster)
     pending = [m for m in load_migrations() if m.version not in done]

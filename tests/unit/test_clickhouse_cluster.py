@@ -244,3 +244,7 @@ def test_cli_prints_without_connecting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "invalid cluster name" in bad.output
     after_without_print = CliRunner().invoke(cli, ["db", "migrate", "--after", "3"])
     assert after_without_print.exit_code == 2
+    monkeypatch.setenv("CXPULSE_CLICKHOUSE__DSN", "chdb://memory")
+    embedded = CliRunner().invoke(cli, ["db", "migrate", "--cluster", CLUSTER])
+    assert embedded.exit_code == 1
+    assert "needs a ClickHouse server" in embedded.output
