@@ -121,19 +121,58 @@ def db() -> None:
 
 
 @db.command("migrate")
-@click.option("--cluster", help="Run DDL ON CLUSTER this name (Replicated engines).")
+@click.option(
+    "--cluster",
+    callback=lambda _c, _p, v: _cluster_name(v),
+    help="Cluster form: ON CLUSTER NAME, <table>_local Replicated tables + Distributed tables.",
+)
+@click.option(
+    "--print",
+    "print_only",
+    is_flag=True,
+    help="Print the SQL instead of running it (no connection; e.g. to review or apply by hand).",
+)
+@click.option(
+    "--after",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="With --print: only the migrations above this version (an upgrade).",
+)
 @click.pass_context
 @friendly_errors
-def db_migrate(ctx: click.Context, cluster: str | None) -> None:
+def db_migrate(ctx: click.Context, cluster: str | None, print_only: bool, after: int) -> None:
     """Apply pending schema migrations (idempotent; records versions in ClickHouse)."""
     from tqdm import tqdm
 
     from sinks.clickhouse.migrate import applied_versions, load_migrations, migrate
-    from sinks.clickhouse.store import open_store
 
     settings = _settings(ctx)
+    if after and not print_only:
+        raise click.UsageError("--after only applies to --print (migrate reads its ledger)")
+    if print_only:
+        from sinks.clickhouse.cluster import render_sql
+
+        click.echo(
+            render_sql(
+                cluster,
+                database=settings.clickhouse.database,
+                minute_ttl_days=settings.clickhouse.minute_ttl_days,
+                side_ttl_days=settings.clickhouse.side_ttl_days,
+                after=after,
+            )
+        )
+        return
+    from sinks.clickhouse.store import open_store
+
+    if cluster and settings.clickhouse.is_embedded:
+        raise CxpulseError(
+            "--cluster needs a ClickHouse server (CXPULSE_CLICKHOUSE__DSN=https://...): the "
+            "embedded engine has no cluster; add --print to only see the SQL"
+        )
     store = open_store(settings.clickhouse_dsn(), settings.clickhouse.database)
-    pending = [m for m in load_migrations() if m.version not in applied_versions(store)]
+    done = applied_versions(store, cluster)
+    pending = [m for m in load_migrations() if m.version not in done]
     with tqdm(total=len(pending), desc="migrate", unit="migration", disable=None) as bar:
         applied = migrate(
             store,
@@ -142,11 +181,20 @@ def db_migrate(ctx: click.Context, cluster: str | None) -> None:
             cluster=cluster,
             progress=lambda _m: bar.update(1),
         )
-    versions = sorted(applied_versions(store))
+    versions = sorted(applied_versions(store, cluster))
     store.close()
     click.echo(
         f"applied {len(applied)} migration(s); schema version {versions[-1] if versions else 0}"
     )
+
+
+def _cluster_name(value: str | None) -> str | None:
+    from sinks.clickhouse.cluster import check_cluster_name
+
+    try:
+        return None if value is None else check_cluster_name(value)
+    except CxpulseError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- worker

@@ -178,7 +178,8 @@ class PortSettings(BaseModel):
     sink_metrics: int = Field(9465, ge=0, le=65535)
     worker_web: int = Field(6066, ge=0, le=65535)
     sink_web: int = Field(6067, ge=0, le=65535)
-    # Address the web endpoints (health, /kpis) listen on: 0.0.0.0 in containers.
+    # Address the Faust web server (health, /kpis) binds: loopback on a laptop; 0.0.0.0 in a
+    # container, where the kubelet probes and Prometheus come from outside the process.
     web_host: str = "127.0.0.1"
 
 

@@ -55,16 +55,31 @@ def load_migrations() -> list[Migration]:
     return sorted(found, key=lambda mig: mig.version)
 
 
-def _ensure_ledger(store: Store, on_cluster: str) -> None:
+def _ensure_ledger(store: Store, cluster: str | None) -> None:
+    """The ledger: per server, or on a cluster replicated to every node (with the database).
+
+    Created before anything reads it, in the right form: a plain ledger made first on one
+    node of a cluster would shadow the replicated one there (``IF NOT EXISTS``).
+    """
+    if cluster:
+        from sinks.clickhouse.cluster import cluster_setup
+
+        for statement in cluster_setup(cluster, store.database):
+            store.command(statement)
+        return
     store.command(
-        f"CREATE TABLE IF NOT EXISTS {store.database}.schema_migrations {on_cluster} "
+        f"CREATE TABLE IF NOT EXISTS {store.database}.schema_migrations "
         "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
         "ENGINE = MergeTree ORDER BY version"
     )
 
 
-def applied_versions(store: Store) -> set[int]:
-    _ensure_ledger(store, "")
+def applied_versions(store: Store, cluster: str | None = None) -> set[int]:
+    _ensure_ledger(store, cluster)
+    return _read_versions(store)
+
+
+def _read_versions(store: Store) -> set[int]:
     rows = store.query(f"SELECT DISTINCT version FROM {store.database}.schema_migrations")
     return {int(r[0]) for r in rows}
 
@@ -77,22 +92,35 @@ def migrate(
     cluster: str | None = None,
     progress: Callable[[Migration], None] | None = None,
 ) -> list[int]:
-    """Apply pending migrations; return the versions applied now (empty when up to date)."""
-    on_cluster = f"ON CLUSTER {cluster}" if cluster else ""
-    _ensure_ledger(store, on_cluster)
-    done = applied_versions(store)
-    params = {
-        "db": store.database,
-        "minute_ttl_days": str(minute_ttl_days),
-        "side_ttl_days": str(side_ttl_days),
-        "on_cluster": on_cluster,
-        "engine_prefix": "Replicated" if cluster else "",
-    }
+    """Apply pending migrations; return the versions applied now (empty when up to date).
+
+    With ``cluster`` the statements are the cluster form (``sinks.clickhouse.cluster``:
+    ``<name>_local`` replicated tables + ``Distributed`` tables, a ledger replicated to every
+    node), the same SQL ``cxpulse db migrate --cluster NAME --print`` shows.
+    """
+    from sinks.clickhouse.cluster import cluster_plan, plain_plan
+
+    plan: list[tuple[Migration, list[str]]]
+    _ensure_ledger(store, cluster)
+    if cluster:
+        plan = cluster_plan(
+            cluster,
+            database=store.database,
+            minute_ttl_days=minute_ttl_days,
+            side_ttl_days=side_ttl_days,
+        )
+    else:
+        plan = plain_plan(
+            database=store.database,
+            minute_ttl_days=minute_ttl_days,
+            side_ttl_days=side_ttl_days,
+        )
+    done = _read_versions(store)
     applied: list[int] = []
-    for mig in load_migrations():
+    for mig, statements in plan:
         if mig.version in done:
             continue
-        for statement in mig.statements(**params):
+        for statement in statements:
             store.command(statement)
         store.command(
             f"INSERT INTO {store.database}.schema_migrations (version, name) "

@@ -1,4 +1,4 @@
-"""ClickHouse as a contract: migrations, views, docs/clickhouse.md and the cluster variant agree.
+"""ClickHouse as a contract: migrations, views and docs/clickhouse.md agree.
 
 Everything runs on the session's embedded engine (chDB, ``chdb_client``): the schema is built
 from nothing by the real migration runner, synthetic minute partials with known values are
@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from sinks.clickhouse.migrate import load_migrations, migrate, split_statements
+from sinks.clickhouse.migrate import load_migrations, migrate
 from sinks.clickhouse.store import Capabilities, ClickHouseStore
 from streams.partials import (
     KPI_NAMES,
@@ -41,7 +41,6 @@ pytest.importorskip("clickhouse_connect")
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "clickhouse.md"
-CLUSTER_DIR = ROOT / "deploy" / "clickhouse" / "cluster"
 
 # Minute 0 of the synthetic data (minute numbers below are offsets from it): yesterday 10:00
 # UTC, so that the 400-day TTL the migration sets does not drop the rows as they are inserted.
@@ -671,133 +670,3 @@ def test_window_of_zero_minutes_is_empty(store: ClickHouseStore, view: str) -> N
     assert store.query(f"SELECT count() FROM {store.database}.{view}") == [(0,)]
     one = view.replace("window_minutes = 0", "window_minutes = 1")
     assert store.query(f"SELECT count() > 0 FROM {store.database}.{one}") == [(1,)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Cluster variant: parsed by the real engine, and the same schema as the migrations
-# ---------------------------------------------------------------------------------------------
-
-_CREATE = re.compile(r"CREATE (?:TABLE IF NOT EXISTS|OR REPLACE VIEW|DATABASE IF NOT EXISTS) (\S+)")
-_REPLICATED = re.compile(r"ENGINE = Replicated(\w+)\(\s*'[^']*',\s*'[^']*'(?:,\s*(\w+))?\s*\)")
-
-
-def cluster_statements() -> list[str]:
-    files = sorted(CLUSTER_DIR.glob("*.sql"))
-    assert [f.name for f in files] == ["01_tables.sql", "02_views.sql"]
-    return [s for f in files for s in split_statements(f.read_text("utf-8"))]
-
-
-def cluster_creates() -> dict[str, str]:
-    out = {}
-    for statement in cluster_statements():
-        m = _CREATE.match(statement)
-        if m:
-            out[m.group(1)] = statement
-    return out
-
-
-def formatted(store: ClickHouseStore, sql: str) -> str:
-    """The engine's canonical text of a statement: parses it, raises on a syntax error."""
-    return store.query("SELECT formatQuery({q:String})", parameters={"q": sql})[0][0]
-
-
-def test_cluster_sql_parses_with_the_real_engine(store: ClickHouseStore) -> None:
-    statements = cluster_statements()
-    assert len(statements) >= 19  # database, 5 x 2 tables, ledger + its rows, 6 views
-    for statement in statements:
-        text = formatted(store, statement)
-        if statement.startswith("CREATE"):
-            assert "ON CLUSTER `{cluster}`" in text, statement[:80]
-    with pytest.raises(Exception, match="Syntax error"):
-        formatted(store, "CREATE TABLE cxpulse.broken ON CLUSTER '{cluster}' (a UInt8")
-
-
-def test_cluster_tables_are_replicated_and_distributed() -> None:
-    creates = cluster_creates()
-    # table -> its sharding key: a function of the row key, so all versions share a shard
-    sharding = {
-        "kpi_minute_partials": (
-            "grouping, team, channel, region, priority, segment, source_partition"
-        ),
-        "dead_letters": "source_topic, source_partition, source_offset",
-        "late_events": "source_topic, source_partition, source_offset",
-        "conversation_facts": "conversation_id",
-        "alerts": "alert_id",
-    }
-    versioned = {"kpi_minute_partials", "conversation_facts", "alerts"}
-    for table, key in sharding.items():
-        local = " ".join(creates[f"cxpulse.{table}_local"].split()).replace("( '", "('")
-        version = ", version" if table in versioned else ""
-        path = f"('/clickhouse/tables/{{shard}}/cxpulse/{table}_local', '{{replica}}'{version})"
-        assert f"ENGINE = ReplicatedReplacingMergeTree{path}" in local, table
-        dist = " ".join(creates[f"cxpulse.{table}"].split())
-        assert f"AS cxpulse.{table}_local" in dist
-        engine = f"ENGINE = Distributed('{{cluster}}', cxpulse, {table}_local, cityHash64({key}))"
-        assert engine in dist, table
-
-
-def test_cluster_local_tables_are_the_migrated_tables(
-    chdb_client: Any, store: ClickHouseStore
-) -> None:
-    """Run the cluster DDL with plain engines in a scratch database; compare with migrate's."""
-    scratch = f"t_{uuid.uuid4().hex[:10]}"
-    chdb_client.command(f"CREATE DATABASE {scratch}")
-    try:
-        created = []
-        for statement in cluster_statements():
-            if not (_REPLICATED.search(statement) or statement.startswith("INSERT")):
-                continue
-            plain = statement.replace(" ON CLUSTER '{cluster}'", "")
-            plain = _REPLICATED.sub(lambda m: f"ENGINE = {m.group(1)}({m.group(2) or ''})", plain)
-            chdb_client.command(plain.replace("cxpulse.", f"{scratch}."))
-            m = _CREATE.match(statement)
-            if m:
-                created.append(m.group(1).removeprefix("cxpulse."))
-        assert sorted(created) == [
-            "alerts_local",
-            "conversation_facts_local",
-            "dead_letters_local",
-            "event_verdicts_local",
-            "kpi_minute_partials_local",
-            "late_events_local",
-            "schema_migrations",
-            "source_progress_local",
-        ]
-
-        def create_query(db: str, table: str) -> str:
-            (row,) = store.query(
-                "SELECT create_table_query FROM system.tables "
-                f"WHERE database = '{db}' AND name = '{table}'"
-            )
-            return row[0].replace(f"{db}.{table}", "TABLE")
-
-        for table in created:
-            theirs = table.removesuffix("_local")
-            assert create_query(scratch, table) == create_query(store.database, theirs), table
-        ledger = store.query(f"SELECT version, name FROM {scratch}.schema_migrations ORDER BY 1")
-        migrated = store.query(
-            f"SELECT version, name FROM {store.database}.schema_migrations ORDER BY 1"
-        )
-        assert ledger == migrated  # every migration has its cluster form here
-    finally:
-        chdb_client.command(f"DROP DATABASE IF EXISTS {scratch}")
-
-
-def test_cluster_views_are_the_migrations_views(store: ClickHouseStore) -> None:
-    params = {
-        "db": "cxpulse",
-        "on_cluster": "ON CLUSTER '{cluster}'",
-        "minute_ttl_days": "400",
-        "side_ttl_days": "30",
-        "engine_prefix": "Replicated",
-    }
-    migration_views = [
-        s
-        for m in load_migrations()
-        for s in m.statements(**params)
-        if s.startswith("CREATE OR REPLACE VIEW")
-    ]
-    cluster_views = [s for s in cluster_statements() if s.startswith("CREATE OR REPLACE VIEW")]
-    assert len(cluster_views) == len(migration_views) >= 1 + len(KPI_VIEWS)
-    for mine, theirs in zip(cluster_views, migration_views, strict=True):
-        assert formatted(store, mine) == formatted(store, theirs), mine[:60]
