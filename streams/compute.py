@@ -152,13 +152,14 @@ class ConversationLogic:
         delta = BatchDelta(partition)
         outputs: list[OutputRecord] = []
         changed: dict[bytes, ConversationState] = {}
-        counters = self._counters
+        tally = dict.fromkeys(Verdict, 0)  # metrics once per batch, not per event
+        invalid = 0
         extensions = self.extensions
         for msg in messages:
             try:
                 event = parse_event(msg.value if msg.value is not None else b"")
             except InvalidEvent as bad:
-                self._invalid.inc()
+                invalid += 1
                 self._dead.labels(bad.reason).inc()
                 delta.count(msg.timestamp, "invalid")
                 outputs.append(self._side(cfg.dead_letter_topic, msg, bad.reason.encode()))
@@ -172,7 +173,7 @@ class ConversationLogic:
                 st = ConversationState.from_json(orjson.loads(raw)["s"]) if raw else None
             outcome = gate.decide(st, event, msg.offset)
             verdict = outcome.verdict
-            counters[verdict].inc()
+            tally[verdict] += 1
             delta.count(msg.timestamp, verdict.value)
             if verdict is Verdict.ACCEPTED:
                 new_state = outcome.state
@@ -203,6 +204,11 @@ class ConversationLogic:
                 self._late.inc()
                 lateness = str(outcome.lateness_us).encode()
                 outputs.append(self._side(cfg.late_topic, msg, b"late", ((H_LATENESS, lateness),)))
+        for verdict, n in tally.items():
+            if n:
+                self._counters[verdict].inc(n)
+        if invalid:
+            self._invalid.inc(invalid)
         first, last = messages[0].offset, messages[-1].offset
         self.last_offset = last
         changelog: dict[bytes, bytes | None] = {}
