@@ -6,7 +6,9 @@ Sources, strongest first: keyword arguments (the CLI), environment variables
 everything embedded on one machine (local broker, chDB under ``./var``).
 
 Secrets (SASL password, the ClickHouse DSN which may hold a password) are ``SecretStr`` and
-masked by :meth:`Settings.as_dict`, the only form that is ever logged.
+masked by :meth:`Settings.as_dict`, the only form that is ever logged. Each secret may also
+come from a file (``<FIELD>_FILE``, e.g. ``CXPULSE_KAFKA__SASL_PASSWORD_FILE=/run/secrets/pw``,
+as Kubernetes and compose mount secrets): the file's text, one trailing newline dropped.
 """
 
 from __future__ import annotations
@@ -15,8 +17,17 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pipeline.core.errors import ConfigError
@@ -29,11 +40,44 @@ __all__ = [
     "Settings",
     "SinkSettings",
     "TopicSettings",
+    "check_dsn",
     "load_settings",
+    "read_secret_file",
     "redact_dsn",
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+def read_secret_file(path: str | Path, env: str) -> str:
+    """The secret in ``path`` (one trailing newline dropped); ConfigError naming ``env``."""
+    where = f"{env}={path}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"secret file not found: {where}") from None
+    except PermissionError:
+        raise ConfigError(f"secret file not readable by this user: {where}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"secret file is a directory: {where}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"secret file is not UTF-8 text: {where}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read secret file {where}: {exc.strerror}") from None
+    value = text.removesuffix("\n").removesuffix("\r")
+    if not value:
+        raise ConfigError(f"secret file is empty: {where}")
+    return value
+
+
+def _secret_from_file(data: Any, section: str, field: str) -> Any:
+    """Fill ``field`` from ``<field>_file`` (before validation); both set is an error."""
+    if not isinstance(data, dict) or data.get(f"{field}_file") in (None, ""):
+        return data
+    env = f"CXPULSE_{section.upper()}__{field.upper()}"
+    if data.get(field) not in (None, ""):
+        raise ConfigError(f"set {env} or {env}_FILE, not both")
+    return {**data, field: read_secret_file(data[f"{field}_file"], f"{env}_FILE")}
 
 
 class KafkaSettings(BaseModel):
@@ -46,33 +90,61 @@ class KafkaSettings(BaseModel):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    # A file holding the password (a mounted secret); fills sasl_password.
+    sasl_password_file: Path | None = None
     ssl_cafile: Path | None = None
     replication_factor: int = Field(1, ge=1)
+    # How long commands wait for a broker to answer before one clear error line.
+    connect_timeout_seconds: float = Field(15.0, gt=0, le=600)
 
-    @field_validator("security_protocol", mode="before")
+    @field_validator("security_protocol", "sasl_mechanism", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator(
+        "sasl_mechanism", "sasl_username", "sasl_password", "sasl_password_file", "ssl_cafile",
+        mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_file(cls, data: Any) -> Any:
+        return _secret_from_file(data, "kafka", "sasl_password")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSettings:
+        """SASL settings only with a SASL protocol, and complete: a clear error at start-up
+        instead of a client that fails to authenticate much later."""
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and not self.sasl_mechanism:
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs CXPULSE_KAFKA__SASL_MECHANISM "
+                "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+            )
+        if sasl and not (self.sasl_username and self.sasl_password):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs CXPULSE_KAFKA__SASL_USERNAME "
+                "and a password (CXPULSE_KAFKA__SASL_PASSWORD or CXPULSE_KAFKA__SASL_PASSWORD_FILE)"
+            )
+        if not sasl and self.sasl_mechanism:
+            raise ValueError(
+                f"sasl_mechanism is set but security_protocol is {self.security_protocol}: set "
+                "CXPULSE_KAFKA__SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        return self
 
     def faust_broker_url(self) -> str:
         """Faust wants ``kafka://host:port;host:port``."""
         hosts = [h.strip() for h in self.bootstrap_servers.split(",") if h.strip()]
         return ";".join(f"kafka://{h}" for h in hosts)
 
-    def admin_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for kafka-python clients (admin, producer)."""
-        kwargs: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap_servers.split(","),
-            "security_protocol": self.security_protocol,
-        }
-        if self.sasl_mechanism:
-            kwargs["sasl_mechanism"] = self.sasl_mechanism
-            kwargs["sasl_plain_username"] = self.sasl_username
-            if self.sasl_password is not None:
-                kwargs["sasl_plain_password"] = self.sasl_password.get_secret_value()
-        if self.ssl_cafile:
-            kwargs["ssl_cafile"] = str(self.ssl_cafile)
-        return kwargs
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
 
 
 class TopicSettings(BaseModel):
@@ -100,15 +172,29 @@ class ClickHouseSettings(BaseModel):
     """Where aggregates go. Env: ``CXPULSE_CLICKHOUSE__<FIELD>``.
 
     ``dsn``: ``chdb:///abs/path`` or ``chdb://relative/path`` (embedded engine, one process
-    per path) or ``http(s)://user:password@host:port`` (a server or cluster).
+    per path) or ``http(s)://user:password@host:port/?verify=false&ca_cert=/ca.pem`` (a
+    server or cluster; user, password and TLS options all in the DSN). ``dsn_file``: a file
+    holding the DSN (a mounted secret).
     """
 
     model_config = _FROZEN
 
     dsn: SecretStr = SecretStr("chdb://var/chdb")
+    dsn_file: Path | None = None
     database: str = "cxpulse"
     minute_ttl_days: int = Field(400, ge=1)
     side_ttl_days: int = Field(30, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dsn_file(cls, data: Any) -> Any:
+        return _secret_from_file(data, "clickhouse", "dsn")
+
+    @field_validator("dsn")
+    @classmethod
+    def _known_scheme(cls, value: SecretStr) -> SecretStr:
+        check_dsn(value.get_secret_value())
+        return value
 
     @property
     def is_embedded(self) -> bool:
@@ -215,14 +301,62 @@ class Settings(BaseSettings):
         return dsn
 
 
+DSN_SCHEMES = ("chdb", "http", "https")
+_SECRET_PARAMS = ("password", "secret", "token", "key")
+_BOOL_WORDS = {"true", "false", "1", "0", "yes", "no", "y", "n"}
+
+
+def check_dsn(dsn: str) -> None:
+    """Reject a DSN the client would misread (an unknown scheme is silently taken as HTTP).
+
+    The messages show the DSN with its credentials masked.
+    """
+    shown = redact_dsn(dsn)
+    scheme, sep, _ = dsn.partition("://")
+    if not sep:
+        raise ValueError(
+            f"{shown!r} is not a DSN: use chdb://PATH (embedded) or "
+            "http(s)://USER:PASSWORD@HOST:PORT (a server)"
+        )
+    if scheme.lower() not in DSN_SCHEMES:
+        raise ValueError(
+            f"unsupported scheme {scheme + '://'!r} in {shown!r}: use chdb://PATH (embedded), "
+            "http://HOST:8123 or https://HOST:8443 (a server)"
+        )
+    if scheme.lower() == "chdb":
+        return
+    try:
+        parts = urlsplit(dsn)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{shown!r} is not a valid URL ({exc})") from None
+    if not parts.hostname:
+        raise ValueError(f"{shown!r} names no host: use {scheme}://HOST:PORT")
+    if port == 0:
+        raise ValueError(f"{shown!r}: port 0 is not a port")
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in ("verify", "secure") and value.lower() not in _BOOL_WORDS:
+            raise ValueError(f"{shown!r}: {name} must be true or false, got {value!r}")
+
+
 def redact_dsn(dsn: str) -> str:
-    """``scheme://user:***@host/...``: credentials masked, the rest kept."""
+    """``scheme://user:***@host/...?password=***``: credentials masked, the rest kept."""
     scheme, sep, rest = dsn.partition("://")
-    if not sep or "@" not in rest:
+    if not sep:
         return dsn
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    head, qmark, query = rest.partition("?")
+    if "@" in head:
+        creds, _, host = head.rpartition("@")
+        user = creds.split(":", 1)[0]
+        head = f"{user}:***@{host}"
+    if qmark:
+        masked = []
+        for pair in query.split("&"):
+            name, eq, value = pair.partition("=")
+            secret = any(word in name.lower() for word in _SECRET_PARAMS)
+            masked.append(f"{name}{eq}***" if eq and secret and value else pair)
+        query = "&".join(masked)
+    return f"{scheme}://{head}{qmark}{query}"
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -256,4 +390,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         env = "CXPULSE_" + "__".join(str(p) for p in first["loc"]).upper()
-        raise ConfigError(f"invalid setting {where} ({env}): {first['msg']}") from None
+        msg = first["msg"].removeprefix("Value error, ")
+        field = Settings.model_fields.get(where) if len(first["loc"]) == 1 else None
+        if field is not None and isinstance(field.default, BaseModel):  # a section-wide rule
+            raise ConfigError(f"invalid {where} settings: {msg}") from None
+        raise ConfigError(f"invalid setting {where} ({env}): {msg}") from None

@@ -34,15 +34,10 @@ class KafkaSender:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
-        from pipeline.core.topics import broker_reachable
+        from pipeline.core.kafka import kafka_python_kwargs, probe
 
         self.topic = topic or settings.topics.events
-        if not broker_reachable(settings.kafka.bootstrap_servers):
-            raise CxpulseError(
-                f"no Kafka broker answers at {settings.kafka.bootstrap_servers} "
-                "(start one with deploy/kafka/kafka.sh start, or set "
-                "CXPULSE_KAFKA__BOOTSTRAP_SERVERS)"
-            )
+        probe(settings)  # no broker, a bad login or an untrusted CA: one clear line
         try:
             self._producer = KafkaProducer(
                 acks="all",
@@ -50,7 +45,7 @@ class KafkaSender:
                 batch_size=256 * 1024,
                 max_in_flight_requests_per_connection=1,  # keep per-key order on retries
                 retries=5,
-                **settings.kafka.admin_kwargs(),
+                **kafka_python_kwargs(settings, client_id=f"{settings.app_id}-producer"),
             )
         except KafkaError as exc:
             raise CxpulseError(
