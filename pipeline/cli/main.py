@@ -26,12 +26,36 @@ __all__ = ["main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Numeric options are checked by click: a bad value is a usage error (exit 2) naming the option.
+POSITIVE = click.FloatRange(min=0, min_open=True)
+NON_NEGATIVE = click.FloatRange(min=0)
+FRACTION = click.FloatRange(min=0, max=1, max_open=True)
+PORT = click.IntRange(min=0, max=65535)
+# A board window: one minute up to the default minute retention (400 days).
+WINDOW = click.IntRange(min=1, max=400 * 24 * 60)
+
 
 def _settings(ctx: click.Context, **overrides: Any) -> Settings:
     obj = ctx.find_root().obj or {}
     settings = load_settings(obj.get("config"), **overrides)
     configure_logging(obj.get("log_level") or settings.log_level)
     return settings
+
+
+def _check_incidents(
+    ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]
+) -> tuple[str, ...]:
+    """A malformed --incident is a usage error (exit 2) that shows the expected form."""
+    from datetime import UTC, datetime
+
+    from pipeline.simulator import parse_incident
+
+    for spec in specs:
+        try:
+            parse_incident(spec, datetime.now(tz=UTC))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return specs
 
 
 def friendly_errors(fn: F) -> F:
@@ -162,9 +186,9 @@ def db_migrate(ctx: click.Context, cluster: str | None) -> None:
     "sink: conversation log -> ClickHouse (one process with embedded chDB).",
 )
 @click.option("--worker-id", default="0", show_default=True, help="Names this worker's state dir.")
-@click.option("--duration", type=float, help="Stop cleanly after this many seconds.")
-@click.option("--metrics-port", type=int, help="Override the /metrics port (0 disables).")
-@click.option("--web-port", type=int, help="Override the Faust web port (0 disables).")
+@click.option("--duration", type=POSITIVE, help="Stop cleanly after this many seconds.")
+@click.option("--metrics-port", type=PORT, help="Override the /metrics port (0 disables).")
+@click.option("--web-port", type=PORT, help="Override the Faust web port (0 disables).")
 @click.pass_context
 @friendly_errors
 def worker(
@@ -194,14 +218,14 @@ def worker(
 
 @cli.command()
 @click.option(
-    "--rate", type=float, default=200.0, show_default=True, help="Mean events/s (live mode)."
+    "--rate", type=POSITIVE, default=200.0, show_default=True, help="Mean events/s (live mode)."
 )
 @click.option(
-    "--duration", type=float, default=60.0, show_default=True, help="Seconds of live traffic."
+    "--duration", type=POSITIVE, default=60.0, show_default=True, help="Seconds of live traffic."
 )
 @click.option(
     "--history-days",
-    type=float,
+    type=POSITIVE,
     help="Instead of live traffic: simulate N days ending now, as fast as possible.",
 )
 @click.option("--seed", type=int, default=42, show_default=True)
@@ -210,6 +234,7 @@ def worker(
     "incidents",
     multiple=True,
     metavar="SPEC",
+    callback=_check_incidents,
     help="Inject a KPI drop, e.g. 'kpi=csat,team=billing,start=+10m,duration=40m,target=70' "
     "or 'kpi=frt,channel=chat,start=+5m,duration=20m,factor=3'. Repeatable.",
 )
@@ -218,9 +243,19 @@ def worker(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write injected incidents (JSON).",
 )
-@click.option("--malformed-rate", type=float, default=0.0, show_default=True)
-@click.option("--duplicate-rate", type=float, default=0.0, show_default=True)
-@click.option("--late-rate", type=float, default=0.0, show_default=True)
+@click.option(
+    "--malformed-rate", type=FRACTION, default=0.0, show_default=True, help="Share 0..1 (<1)."
+)
+@click.option(
+    "--duplicate-rate", type=FRACTION, default=0.0, show_default=True, help="Share 0..1 (<1)."
+)
+@click.option(
+    "--late-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share 0..1.",
+)
 @click.option(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -240,7 +275,7 @@ def simulate(ctx: click.Context, **opts: Any) -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--rate", type=float, help="Events/s (default: as fast as possible).")
+@click.option("--rate", type=POSITIVE, help="Events/s (default: as fast as possible).")
 @click.pass_context
 @friendly_errors
 def replay(ctx: click.Context, file: Path, rate: float | None) -> None:
@@ -256,7 +291,13 @@ def replay(ctx: click.Context, file: Path, rate: float | None) -> None:
 
 
 @cli.command()
-@click.option("--window", type=int, default=15, show_default=True, help="Minutes of event time.")
+@click.option(
+    "--window",
+    type=WINDOW,
+    default=15,
+    show_default=True,
+    help="Minutes of event time, ending at the newest minute stored (1 .. 576000).",
+)
 @click.option(
     "--url",
     help="Read through a running sink's /kpis endpoint (needed while it holds embedded chDB).",
@@ -274,13 +315,13 @@ def kpis(ctx: click.Context, window: int, url: str | None, as_json: bool) -> Non
 
 
 @cli.command()
-@click.option("--duration", type=float, default=120.0, show_default=True, help="Seconds to run.")
-@click.option("--rate", type=float, default=100.0, show_default=True, help="Simulated events/s.")
+@click.option("--duration", type=POSITIVE, default=120.0, show_default=True, help="Seconds to run.")
+@click.option("--rate", type=POSITIVE, default=100.0, show_default=True, help="Simulated events/s.")
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--refresh", type=float, default=5.0, show_default=True, help="Board refresh (s).")
+@click.option("--refresh", type=POSITIVE, default=5.0, show_default=True, help="Board refresh (s).")
 @click.option(
     "--warmup-minutes",
-    type=float,
+    type=NON_NEGATIVE,
     default=10.0,
     show_default=True,
     help="Minutes of recent history sent at once before live traffic (0 = none).",

@@ -101,7 +101,19 @@ def replay_file(settings: Settings, path: Path, *, rate: float | None = None) ->
     """Produce every record of ``path`` to the events topic, keys preserved."""
     from tqdm import tqdm
 
-    total = sum(1 for _ in path.open("rb"))
+    # Check the whole file before the first send: a bad line is one clear error, not a
+    # half-replayed file.
+    try:
+        with path.open(encoding="utf-8") as fh:
+            total = sum(1 for _ in read_jsonl(fh))
+    except UnicodeDecodeError as exc:
+        raise CxpulseError(
+            f"{path} is not UTF-8 text ({exc.reason}); expected JSON lines"
+        ) from None
+    except OSError as exc:
+        raise CxpulseError(f"cannot read {path}: {exc.strerror}") from None
+    except CxpulseError as exc:
+        raise CxpulseError(f"{path}: {exc}") from None
     sender = KafkaSender(settings)
     started = time.monotonic()
     try:
@@ -180,16 +192,18 @@ def run_simulation(
         )
     except ValueError as exc:
         raise CxpulseError(f"simulation parameters: {exc}") from None
-    if truth is not None:
-        truth.parent.mkdir(parents=True, exist_ok=True)
-        truth.write_text(json.dumps(ground_truth(params), indent=2, default=str))
-
     sink: KafkaSender | None = None
     fh: IO[str] | None = None
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fh = output.open("w", encoding="utf-8")
-    else:
+    try:
+        if truth is not None:
+            truth.parent.mkdir(parents=True, exist_ok=True)
+            truth.write_text(json.dumps(ground_truth(params), indent=2, default=str))
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            fh = output.open("w", encoding="utf-8")
+    except OSError as exc:
+        raise CxpulseError(f"cannot write {exc.filename or output}: {exc.strerror}") from None
+    if output is None:
         sink = KafkaSender(settings)
     counts: dict[str, int] = {}
     wall_start = time.monotonic()

@@ -198,6 +198,7 @@ def test_empty_env_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
         "https://cx:pw@ch.internal:8443/?verify=false",
         "https://cx:pw@ch.internal:8443/?verify=true&ca_cert=/etc/ssl/ca.pem",
         "HTTPS://ch.internal",
+        "https://ch.internal:443",
     ],
 )
 def test_supported_dsns(dsn: str) -> None:
@@ -214,6 +215,9 @@ def test_supported_dsns(dsn: str) -> None:
         ("http://:8123", "names no host"),
         ("http://h:notaport", "is not a valid URL"),
         ("https://u:pw@h:8443/?verify=maybe", "verify must be true or false"),
+        ("https://u:pw@h:9440", "speaks TLS only on ports 8443 and 443"),
+        ("http://u:pw@h:8443", "port 8443 is a TLS port; use https://"),
+        ("https://u:pw@h:8443/?secure=false", "drop secure=, the scheme"),
     ],
 )
 def test_bad_dsn_is_one_config_error(dsn: str, expected: str) -> None:
