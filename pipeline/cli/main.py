@@ -318,7 +318,7 @@ def kpis(ctx: click.Context, window: int, url: str | None, as_json: bool) -> Non
 @click.option("--duration", type=POSITIVE, default=120.0, show_default=True, help="Seconds to run.")
 @click.option("--rate", type=POSITIVE, default=100.0, show_default=True, help="Simulated events/s.")
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--refresh", type=POSITIVE, default=5.0, show_default=True, help="Board refresh (s).")
+@click.option("--refresh", type=POSITIVE, default=3.0, show_default=True, help="Board refresh (s).")
 @click.option(
     "--warmup-minutes",
     type=NON_NEGATIVE,

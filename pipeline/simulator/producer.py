@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -151,11 +151,13 @@ def run_simulation(
     stop: threading.Event | None = None,
     seasonality: bool | None = None,
     preroll: float = 0.0,
+    tune: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
     """Generate events and send them to Kafka or ``output``; returns a summary.
 
     Live mode simulates ``preroll`` seconds before now as well: those events (the recent
     past, with conversations already under way) are sent at once, the rest in real time.
+    ``tune`` adjusts the model's :class:`SimulationParams` (the live demo's faster mix).
     """
     from tqdm import tqdm
 
@@ -187,6 +189,8 @@ def run_simulation(
             late_rate=late_rate,
             incidents=parsed,
         )
+        if tune is not None:
+            params = tune(params)
         params = dataclasses.replace(
             params, conversations_per_hour=rate_for_events_per_second(rate, params)
         )
