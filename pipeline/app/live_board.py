@@ -95,9 +95,10 @@ class ConsumerLag:
                 ends = consumer.end_offsets(tps) if tps else {}
                 if role == "compute":
                     self.events_in_topic = sum(ends.values())
-                committed = admin.list_consumer_group_offsets(group)
+                # kafka-python 3: {group: {tp: OffsetAndMetadata}}
+                committed = admin.list_group_offsets({group: tps or None}).get(group) or {}
                 out[role] = sum(
-                    max(end - (committed[tp].offset if tp in committed else 0), 0)
+                    max(end - max(committed[tp].offset if tp in committed else 0, 0), 0)
                     for tp, end in ends.items()
                 )
             return out

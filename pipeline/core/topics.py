@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -64,6 +65,18 @@ def _admin(settings: Settings, timeout_s: float | None) -> KafkaAdminClient:
         ) from None
 
 
+def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Partitions per topic; waits (up to 10 s) while freshly created topics show none yet
+    (their metadata reaches the broker a moment after CreateTopics returns)."""
+    deadline = time.monotonic() + 10
+    while True:
+        described = admin.describe_topics(names)
+        counts = {d.get("name", d.get("topic")): len(d["partitions"]) for d in described}
+        if all(counts.get(n) for n in names) or time.monotonic() >= deadline:
+            return counts
+        time.sleep(0.2)
+
+
 def ensure_topics(settings: Settings, timeout_s: float | None = None) -> list[str]:
     """Create missing topics; refuse to run if an existing one has the wrong partition count.
 
@@ -87,8 +100,7 @@ def ensure_topics(settings: Settings, timeout_s: float | None = None) -> list[st
                 admin.create_topics(new, timeout_ms=30_000)
             created = [s.name for s in missing]
             log.info("topics created", extra=kv(topics=",".join(created)))
-        described = admin.describe_topics([s.name for s in specs])
-        counts = {d.get("name", d.get("topic")): len(d["partitions"]) for d in described}
+        counts = _partition_counts(admin, [s.name for s in specs])
         for spec in specs:
             have = counts.get(spec.name)
             if (
