@@ -827,6 +827,9 @@ cmd_start() {
   check_heap "$heap"
   check_timeout "$timeout"
   [[ $dir_arg != *,* ]] || usage_error "--dir must not contain a comma (Kafka's log.dirs is a list)"
+  if ((${#SCRAM_USERS[@]} > 0)) && [[ -z $sasl_port && ! -f $dir_arg/security.conf ]]; then
+    usage_error "--scram-user needs a SASL_SSL listener (--sasl-ssl-port P --ssl-keystore FILE)"
+  fi
 
   DIR=$(abs_dir "$dir_arg" create)
   lock_dir

@@ -277,3 +277,25 @@ def test_workers_run_over_sasl_ssl_and_never_log_the_password(
     assert PASSWORD not in logs
     assert "worker starting" in logs
     assert "'sasl_password': '**********'" in logs  # the start-up line, masked
+
+
+def test_restart_keeps_the_listener_and_adds_users_online(
+    broker: SecureBroker, password_file: Path, tmp_path: Path
+) -> None:
+    """Last in the module: restarts the broker. A plain `kafka.sh start` on the same dir
+    keeps the SASL_SSL listener (DIR/security.conf), and a new --scram-user on a formatted
+    dir is created through the admin API after the start."""
+    from tests.kafka_harness import run_kafka_sh
+
+    broker.kafka.stop()
+    run_kafka_sh(
+        "start", "--dir", str(broker.kafka.dir), "--scram-user", "late-user:Late.pw-2", timeout=240
+    )
+    status = run_kafka_sh("status", "--dir", str(broker.kafka.dir)).stdout
+    assert f"SASL_SSL {broker.sasl_ssl}" in status
+    late = tmp_path / "late-pw"
+    late.write_text("Late.pw-2")
+    for user, pw_file in ((USER, password_file), ("late-user", late)):
+        env = secure_env(broker, pw_file, CXPULSE_KAFKA__SASL_USERNAME=user)
+        result = run_cli(SecureHarness(broker, tmp_path, env), "topics", "create")
+        assert result.returncode == 0, (user, result.stderr)
