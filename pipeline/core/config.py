@@ -146,6 +146,13 @@ class KafkaSettings(BaseModel):
     def uses_tls(self) -> bool:
         return self.security_protocol in ("SSL", "SASL_SSL")
 
+    def admin_kwargs(self) -> dict[str, Any]:
+        """kafka-python client arguments; prefer ``pipeline.core.kafka.kafka_python_kwargs``
+        (the one mapping of settings to clients), which this delegates to."""
+        from pipeline.core.kafka import client_kwargs
+
+        return client_kwargs(self)
+
 
 class TopicSettings(BaseModel):
     """Topic names and partition count. Env: ``CXPULSE_TOPICS__<FIELD>``.

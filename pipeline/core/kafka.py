@@ -25,12 +25,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pipeline.core.config import Settings
+from pipeline.core.config import KafkaSettings, Settings
 from pipeline.core.errors import ConfigError, CxpulseError
 
 __all__ = [
     "aiokafka_kwargs",
     "broker_reachable",
+    "client_kwargs",
     "diagnose",
     "faust_credentials",
     "kafka_python_kwargs",
@@ -41,9 +42,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+def ssl_context(settings: Settings | KafkaSettings) -> ssl.SSLContext | None:
     """The TLS context of the SSL/SASL_SSL protocols (None for plaintext ones)."""
-    kafka = settings.kafka
+    kafka = settings.kafka if isinstance(settings, Settings) else settings
     if not kafka.uses_tls:
         return None
     cafile = str(kafka.ssl_cafile) if kafka.ssl_cafile else None
@@ -57,8 +58,7 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
         ) from None
 
 
-def _sasl(settings: Settings) -> dict[str, Any]:
-    kafka = settings.kafka
+def _sasl(kafka: KafkaSettings) -> dict[str, Any]:
     if not kafka.sasl_mechanism:
         return {}
     password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
@@ -69,18 +69,22 @@ def _sasl(settings: Settings) -> dict[str, Any]:
     }
 
 
-def aiokafka_kwargs(settings: Settings, *, client_id: str | None = None) -> dict[str, Any]:
-    """Keyword arguments for aiokafka consumers, producers and admin clients."""
+def client_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
+    """Servers, protocol, SASL and TLS: what every Kafka client here is given."""
     kwargs: dict[str, Any] = {
-        "bootstrap_servers": _servers(settings),
-        "security_protocol": settings.kafka.security_protocol,
-        "client_id": client_id or settings.app_id,
-        **_sasl(settings),
+        "bootstrap_servers": [h.strip() for h in kafka.bootstrap_servers.split(",") if h.strip()],
+        "security_protocol": kafka.security_protocol,
+        **_sasl(kafka),
     }
-    context = ssl_context(settings)
+    context = ssl_context(kafka)
     if context is not None:
         kwargs["ssl_context"] = context
     return kwargs
+
+
+def aiokafka_kwargs(settings: Settings, *, client_id: str | None = None) -> dict[str, Any]:
+    """Keyword arguments for aiokafka consumers, producers and admin clients."""
+    return {**client_kwargs(settings.kafka), "client_id": client_id or settings.app_id}
 
 
 def kafka_python_kwargs(settings: Settings, *, client_id: str | None = None) -> dict[str, Any]:
@@ -106,10 +110,6 @@ def faust_credentials(settings: Settings) -> Any:
     if kafka.security_protocol == "SSL":
         return faust.SSLCredentials(ssl_context(settings))
     return None
-
-
-def _servers(settings: Settings) -> list[str]:
-    return [h.strip() for h in settings.kafka.bootstrap_servers.split(",") if h.strip()]
 
 
 def broker_reachable(bootstrap_servers: str) -> bool:

@@ -10,7 +10,8 @@ the count it is a share of, so a board can print "82% (n=34)" and "n/a (n=0)".
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sinks.clickhouse.store import Store
@@ -194,5 +195,18 @@ def board_payload(
         "teams": board(store, window_minutes, end=end) if end is not None else [],
         "trend": trends(store, trend_minutes, end=end),
         "dead_letters": dead_letters(store, window_minutes, end=end),
-        "alerts": alerts(store) if alerts is not None else None,
+        "alerts": _jsonable(alerts(store)) if alerts is not None else None,
     }
+
+
+def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Alert rows as JSON-ready values (times as ISO strings)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, datetime | date):
+            return value.isoformat()
+        if isinstance(value, Decimal):
+            return float(value)
+        return value
+
+    return [{k: plain(v) for k, v in row.items()} for row in rows]

@@ -214,3 +214,13 @@ def _dt(iso: str) -> Any:
     from datetime import datetime
 
     return datetime.fromisoformat(iso)
+
+
+def test_alert_rows_become_json(store: ClickHouseStore) -> None:
+    from datetime import UTC, datetime
+
+    started = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
+    row = {"kpi": "csat_pct", "team": "billing", "started_at": started, "observed": 61.0}
+    payload = board_payload(store, 15, alerts=lambda _s: [row])
+    assert json.loads(json.dumps(payload))["alerts"][0]["started_at"] == started.isoformat()
+    assert "csat_pct team=billing since 2026-11-23T09:30:00+00:00" in render_board(payload)

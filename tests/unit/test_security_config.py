@@ -351,3 +351,14 @@ def _write(path: Path, data: str | bytes) -> Path:
     else:
         path.write_text(data)
     return path
+
+
+def test_admin_kwargs_delegates_to_the_one_mapping(tmp_path: Path) -> None:
+    settings = _secure(tmp_path)
+    old = settings.kafka.admin_kwargs()
+    new = kafka_python_kwargs(settings)
+    assert {k: v for k, v in old.items() if k != "ssl_context"} == {
+        k: v
+        for k, v in new.items()
+        if k not in ("ssl_context", "client_id", "bootstrap_timeout_ms")
+    }
