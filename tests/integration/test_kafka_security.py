@@ -143,7 +143,7 @@ def test_topics_simulate_and_replay_connect_over_sasl_ssl(
         assert PASSWORD not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("command", ["topics create", "simulate", "replay"])
+@pytest.mark.parametrize("command", ["topics create", "simulate", "replay", "worker"])
 def test_wrong_password_is_one_line_naming_the_login_settings(
     broker: SecureBroker, tmp_path: Path, command: str
 ) -> None:
