@@ -28,6 +28,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Numeric options are checked by click: a bad value is a usage error (exit 2) naming the option.
 POSITIVE = click.FloatRange(min=0, min_open=True)
+SECONDS = click.FloatRange(min=0, min_open=True, max=366 * 86_400)  # at most a year
+EVENTS_PER_SECOND = click.FloatRange(min=0, min_open=True, max=100_000)  # the simulator's reach
+DAYS = click.FloatRange(min=0, min_open=True, max=3650)
 NON_NEGATIVE = click.FloatRange(min=0)
 FRACTION = click.FloatRange(min=0, max=1, max_open=True)
 PORT = click.IntRange(min=0, max=65535)
@@ -56,6 +59,23 @@ def _check_incidents(
         except ValueError as exc:
             raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
     return specs
+
+
+def _identifier(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A cluster name goes into DDL: letters, digits, '_', '-', '.' only."""
+    import re
+
+    if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", value):
+        raise click.BadParameter(
+            f"{value!r} is not a cluster name (letters, digits, '_', '-', '.')", ctx, param
+        )
+    return value
+
+
+def _http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{value!r} is not an http(s):// URL", ctx, param)
+    return value
 
 
 def friendly_errors(fn: F) -> F:
@@ -145,7 +165,11 @@ def db() -> None:
 
 
 @db.command("migrate")
-@click.option("--cluster", help="Run DDL ON CLUSTER this name (Replicated engines).")
+@click.option(
+    "--cluster",
+    callback=_identifier,
+    help="Run DDL ON CLUSTER this name (Replicated engines).",
+)
 @click.pass_context
 @friendly_errors
 def db_migrate(ctx: click.Context, cluster: str | None) -> None:
@@ -186,7 +210,7 @@ def db_migrate(ctx: click.Context, cluster: str | None) -> None:
     "sink: conversation log -> ClickHouse (one process with embedded chDB).",
 )
 @click.option("--worker-id", default="0", show_default=True, help="Names this worker's state dir.")
-@click.option("--duration", type=POSITIVE, help="Stop cleanly after this many seconds.")
+@click.option("--duration", type=SECONDS, help="Stop cleanly after this many seconds.")
 @click.option("--metrics-port", type=PORT, help="Override the /metrics port (0 disables).")
 @click.option("--web-port", type=PORT, help="Override the Faust web port (0 disables).")
 @click.pass_context
@@ -218,14 +242,18 @@ def worker(
 
 @cli.command()
 @click.option(
-    "--rate", type=POSITIVE, default=200.0, show_default=True, help="Mean events/s (live mode)."
+    "--rate",
+    type=EVENTS_PER_SECOND,
+    default=200.0,
+    show_default=True,
+    help="Mean events/s (live mode).",
 )
 @click.option(
-    "--duration", type=POSITIVE, default=60.0, show_default=True, help="Seconds of live traffic."
+    "--duration", type=SECONDS, default=60.0, show_default=True, help="Seconds of live traffic."
 )
 @click.option(
     "--history-days",
-    type=POSITIVE,
+    type=DAYS,
     help="Instead of live traffic: simulate N days ending now, as fast as possible.",
 )
 @click.option("--seed", type=int, default=42, show_default=True)
@@ -300,6 +328,7 @@ def replay(ctx: click.Context, file: Path, rate: float | None) -> None:
 )
 @click.option(
     "--url",
+    callback=_http_url,
     help="Read through a running sink's /kpis endpoint (needed while it holds embedded chDB).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -315,8 +344,10 @@ def kpis(ctx: click.Context, window: int, url: str | None, as_json: bool) -> Non
 
 
 @cli.command()
-@click.option("--duration", type=POSITIVE, default=120.0, show_default=True, help="Seconds to run.")
-@click.option("--rate", type=POSITIVE, default=100.0, show_default=True, help="Simulated events/s.")
+@click.option("--duration", type=SECONDS, default=120.0, show_default=True, help="Seconds to run.")
+@click.option(
+    "--rate", type=EVENTS_PER_SECOND, default=100.0, show_default=True, help="Simulated events/s."
+)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--refresh", type=POSITIVE, default=3.0, show_default=True, help="Board refresh (s).")
 @click.option(

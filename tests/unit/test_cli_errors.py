@@ -35,6 +35,11 @@ BAD_OPTIONS = [
     ("worker --metrics-port -1", "--metrics-port"),
     ("worker --web-port 70000", "--web-port"),
     ("replay does-not-exist.jsonl", "FILE"),
+    ("simulate --rate 1e12", "--rate"),
+    ("simulate --duration 1e12", "--duration"),
+    ("simulate --history-days 1e9", "--history-days"),
+    ("kpis --url notaurl", "--url"),
+    ("db migrate --cluster x;y", "--cluster"),
 ]
 
 
