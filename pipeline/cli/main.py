@@ -18,6 +18,19 @@ from typing import Any, TypeVar
 
 import click
 
+from pipeline.cli.options import (
+    DAYS,
+    EVENTS_PER_SECOND,
+    FRACTION,
+    NON_NEGATIVE,
+    PORT,
+    POSITIVE,
+    SECONDS,
+    WINDOW,
+    check_incidents,
+    cluster_name,
+    http_url,
+)
 from pipeline.core.config import Settings, load_settings
 from pipeline.core.errors import CxpulseError
 from pipeline.core.logs import configure_logging
@@ -26,56 +39,12 @@ __all__ = ["main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Numeric options are checked by click: a bad value is a usage error (exit 2) naming the option.
-POSITIVE = click.FloatRange(min=0, min_open=True)
-SECONDS = click.FloatRange(min=0, min_open=True, max=366 * 86_400)  # at most a year
-EVENTS_PER_SECOND = click.FloatRange(min=0, min_open=True, max=100_000)  # the simulator's reach
-DAYS = click.FloatRange(min=0, min_open=True, max=3650)
-NON_NEGATIVE = click.FloatRange(min=0)
-FRACTION = click.FloatRange(min=0, max=1, max_open=True)
-PORT = click.IntRange(min=0, max=65535)
-# A board window: one minute up to the default minute retention (400 days).
-WINDOW = click.IntRange(min=1, max=400 * 24 * 60)
-
 
 def _settings(ctx: click.Context, **overrides: Any) -> Settings:
     obj = ctx.find_root().obj or {}
     settings = load_settings(obj.get("config"), **overrides)
     configure_logging(obj.get("log_level") or settings.log_level)
     return settings
-
-
-def _check_incidents(
-    ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]
-) -> tuple[str, ...]:
-    """A malformed --incident is a usage error (exit 2) that shows the expected form."""
-    from datetime import UTC, datetime
-
-    from pipeline.simulator import parse_incident
-
-    for spec in specs:
-        try:
-            parse_incident(spec, datetime.now(tz=UTC))
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
-    return specs
-
-
-def _identifier(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """A cluster name goes into DDL: letters, digits, '_', '-', '.' only."""
-    import re
-
-    if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", value):
-        raise click.BadParameter(
-            f"{value!r} is not a cluster name (letters, digits, '_', '-', '.')", ctx, param
-        )
-    return value
-
-
-def _http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and not value.startswith(("http://", "https://")):
-        raise click.BadParameter(f"{value!r} is not an http(s):// URL", ctx, param)
-    return value
 
 
 def friendly_errors(fn: F) -> F:
@@ -167,7 +136,7 @@ def db() -> None:
 @db.command("migrate")
 @click.option(
     "--cluster",
-    callback=_identifier,
+    callback=cluster_name,
     help="Run DDL ON CLUSTER this name (Replicated engines).",
 )
 @click.pass_context
@@ -262,7 +231,7 @@ def worker(
     "incidents",
     multiple=True,
     metavar="SPEC",
-    callback=_check_incidents,
+    callback=check_incidents,
     help="Inject a KPI drop, e.g. 'kpi=csat,team=billing,start=+10m,duration=40m,target=70' "
     "or 'kpi=frt,channel=chat,start=+5m,duration=20m,factor=3'. Repeatable.",
 )
@@ -328,7 +297,7 @@ def replay(ctx: click.Context, file: Path, rate: float | None) -> None:
 )
 @click.option(
     "--url",
-    callback=_http_url,
+    callback=http_url,
     help="Read through a running sink's /kpis endpoint (needed while it holds embedded chDB).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
