@@ -111,6 +111,7 @@ class LocalKafka:
         heap: str = "512m",
         start_timeout: int = 90,
         jvm_opts: str | None = TEST_JVM_OPTS,
+        extra_start_args: tuple[str, ...] = (),
     ) -> None:
         if brokers not in (1, 3):
             raise ValueError("brokers must be 1 or 3")
@@ -121,6 +122,8 @@ class LocalKafka:
         self.heap = heap
         self.start_timeout = start_timeout
         self.jvm_opts = jvm_opts
+        # More `kafka.sh start` options, e.g. a SASL_SSL listener (tests/tls_harness.py).
+        self.extra_start_args = extra_start_args
 
     @classmethod
     def on_free_ports(
@@ -174,6 +177,7 @@ class LocalKafka:
         args += ["--heap", self.heap, "--timeout", str(self.start_timeout)]
         if self.controller_port is not None:
             args += ["--controller-port", str(self.controller_port)]
+        args += list(self.extra_start_args)
         try:
             return self._run(*args, timeout=self.start_timeout + 240)
         except subprocess.TimeoutExpired:

@@ -77,6 +77,9 @@ usage_start() {
   cat <<EOF
 Usage: $PROG start --dir DIR [--port $DEFAULT_PORT] [--brokers 1|3] [--controller-port P]
                    [--heap $DEFAULT_HEAP] [--timeout $DEFAULT_START_TIMEOUT]
+                   [--sasl-ssl-port P --ssl-keystore FILE [--ssl-keystore-password PASS]
+                    [--ssl-truststore FILE [--ssl-truststore-password PASS]]
+                    [--scram-user NAME:PASSWORD]... [--scram-users-file FILE]]
 
 Starts a cluster whose config, data and logs live only under DIR, formatting the storage the
 first time only. Every node is a combined broker+controller on 127.0.0.1:
@@ -89,6 +92,25 @@ first used; later starts may omit them. Waits up to --timeout seconds until each
 bootstrap servers (e.g. 127.0.0.1:9092) as the last line of stdout. Nodes already running are
 left alone; if all run it says so and exits 0. On a timeout it prints the log tail, stops the
 nodes it started and exits 1. Logs: DIR/logs/node-N/server.log (and stdout.log).
+
+Security: a SASL_SSL listener (SCRAM-SHA-512 over TLS) next to the PLAINTEXT one, which stays
+for the brokers' own traffic and the readiness check (keep it off the network elsewhere):
+  --sasl-ssl-port P              SASL_SSL listener on P (nodes on P, P+1, P+2)
+  --ssl-keystore FILE            the brokers' key and certificate chain: PKCS12 (.p12, .pfx),
+                                 JKS (.jks) or PEM (.pem: PKCS#8 key + certificates)
+  --ssl-keystore-password PASS   keystore (and key) password [env KAFKA_SSL_KEYSTORE_PASSWORD];
+                                 not needed for an unencrypted PEM file
+  --ssl-truststore FILE          CAs the brokers trust (client certificates only; optional)
+  --ssl-truststore-password PASS [env KAFKA_SSL_TRUSTSTORE_PASSWORD]
+  --scram-user NAME:PASSWORD     a SCRAM-SHA-512 user (repeatable): created when the storage is
+                                 formatted (kafka-storage format --add-scram), or through the
+                                 admin API after the start when DIR was formatted before (an
+                                 existing user then gets the new password)
+  --scram-users-file FILE        more users, one NAME:PASSWORD per line ('#' comments); keeps
+                                 the passwords out of the process list
+The listener settings are kept in DIR/security.conf (mode 600), so later starts and start-node
+may omit them; giving them again replaces them. User names: letters, digits, '.', '_', '-';
+passwords: no whitespace and none of , [ ] " =
 EOF
 }
 
@@ -276,6 +298,15 @@ BROKERS=""
 PORT=""
 CONTROLLER_PORT=""
 
+# Security (DIR/security.conf): an optional SASL_SSL listener with SCRAM-SHA-512.
+SASL_SSL_PORT=""
+KEYSTORE=""
+KEYSTORE_PASSWORD=""
+TRUSTSTORE=""
+TRUSTSTORE_PASSWORD=""
+SCRAM_USERS=() # NAME:PASSWORD, given on this run (never stored by kafka.sh)
+SCRAM_MECHANISM=SCRAM-SHA-512
+
 # abs_dir PATH [create]: absolute path of PATH (created if asked).
 abs_dir() {
   if [[ ${2:-} == create ]]; then
@@ -306,6 +337,7 @@ require_cluster() {
   [[ -n $1 ]] || usage_error "--dir DIR is required"
   DIR=$(abs_dir "$1") || die "$1 does not exist; start a cluster there first with '$PROG start --dir $1'"
   load_conf || die "no Kafka cluster in $DIR (no cluster.conf); start one with '$PROG start --dir $1'"
+  load_security
 }
 
 # lock_dir: serialize the kafka.sh runs that change DIR (two concurrent starts would race for
@@ -317,6 +349,128 @@ lock_dir() {
     flock -w 300 "$DIR_LOCK_FD" ||
       die "another kafka.sh has been working on $DIR for 5 min ($DIR/.kafka.sh.lock); wait for it or stop it"
   fi
+}
+
+# store_type FILE: the Kafka keystore type its extension names.
+store_type() {
+  case ${1,,} in
+    *.p12 | *.pfx | *.pkcs12) printf 'PKCS12\n' ;;
+    *.jks) printf 'JKS\n' ;;
+    *.pem | *.crt) printf 'PEM\n' ;;
+    *) return 1 ;;
+  esac
+}
+
+# add_scram_user SPEC: validate NAME:PASSWORD and remember it.
+add_scram_user() {
+  local spec=$1 name password
+  [[ $spec == *:* ]] || usage_error "--scram-user wants NAME:PASSWORD, got '${spec%%:*}' without a password"
+  name=${spec%%:*}
+  password=${spec#*:}
+  [[ $name =~ ^[A-Za-z0-9._-]+$ ]] ||
+    usage_error "SCRAM user name '$name' may only hold letters, digits, '.', '_' and '-'"
+  [[ -n $password && $password != *[[:space:],\[\]\"=]* ]] ||
+    usage_error "the password of SCRAM user '$name' must be non-empty, without whitespace or any of , [ ] \" ="
+  SCRAM_USERS+=("$name:$password")
+}
+
+# read_scram_users_file FILE: one NAME:PASSWORD per line, blank lines and '#' comments skipped.
+read_scram_users_file() {
+  local line
+  [[ -r $1 ]] || usage_error "--scram-users-file $1 cannot be read"
+  while IFS= read -r line || [[ -n $line ]]; do
+    line=${line%$'\r'}
+    [[ -z ${line//[[:space:]]/} || $line =~ ^[[:space:]]*# ]] && continue
+    add_scram_user "$line"
+  done <"$1"
+}
+
+# load_security: DIR/security.conf into the SASL_SSL settings (absent file: no listener).
+load_security() {
+  local conf="$DIR/security.conf" key value
+  [[ -f $conf ]] || return 0
+  while IFS='=' read -r key value; do
+    case $key in
+      SASL_SSL_PORT) SASL_SSL_PORT=$value ;;
+      KEYSTORE) KEYSTORE=$value ;;
+      KEYSTORE_PASSWORD) KEYSTORE_PASSWORD=$value ;;
+      TRUSTSTORE) TRUSTSTORE=$value ;;
+      TRUSTSTORE_PASSWORD) TRUSTSTORE_PASSWORD=$value ;;
+    esac
+  done <"$conf"
+  is_uint "$SASL_SSL_PORT" || die "$conf is corrupt (SASL_SSL_PORT); fix it or delete it and pass --sasl-ssl-port again"
+}
+
+save_security() {
+  local conf="$DIR/security.conf"
+  (
+    umask 077
+    printf 'SASL_SSL_PORT=%s\nKEYSTORE=%s\nKEYSTORE_PASSWORD=%s\nTRUSTSTORE=%s\nTRUSTSTORE_PASSWORD=%s\n' \
+      "$SASL_SSL_PORT" "$KEYSTORE" "$KEYSTORE_PASSWORD" "$TRUSTSTORE" "$TRUSTSTORE_PASSWORD" >"$conf"
+  )
+}
+
+node_sasl_ssl_port() { printf '%s\n' $((SASL_SSL_PORT + $1 - 1)); }
+
+sasl_ssl_servers() {
+  local n out=""
+  for ((n = 1; n <= BROKERS; n++)); do
+    out+="${out:+,}127.0.0.1:$(node_sasl_ssl_port "$n")"
+  done
+  printf '%s\n' "$out"
+}
+
+# security_properties N: the SASL_SSL listener's broker settings (nothing without one).
+security_properties() {
+  [[ -n $SASL_SSL_PORT ]] || return 0
+  local prefix=listener.name.sasl_ssl
+  cat <<EOF
+sasl.enabled.mechanisms=$SCRAM_MECHANISM
+$prefix.sasl.enabled.mechanisms=$SCRAM_MECHANISM
+$prefix.${SCRAM_MECHANISM,,}.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+$prefix.ssl.client.auth=none
+$prefix.ssl.keystore.location=$KEYSTORE
+$prefix.ssl.keystore.type=$(store_type "$KEYSTORE")
+EOF
+  if [[ -n $KEYSTORE_PASSWORD ]]; then
+    if [[ $(store_type "$KEYSTORE") == PEM ]]; then
+      printf '%s.ssl.key.password=%s\n' "$prefix" "$KEYSTORE_PASSWORD"
+    else
+      printf '%s.ssl.keystore.password=%s\n%s.ssl.key.password=%s\n' \
+        "$prefix" "$KEYSTORE_PASSWORD" "$prefix" "$KEYSTORE_PASSWORD"
+    fi
+  fi
+  if [[ -n $TRUSTSTORE ]]; then
+    printf '%s.ssl.truststore.location=%s\n%s.ssl.truststore.type=%s\n' \
+      "$prefix" "$TRUSTSTORE" "$prefix" "$(store_type "$TRUSTSTORE")"
+    [[ -z $TRUSTSTORE_PASSWORD ]] || printf '%s.ssl.truststore.password=%s\n' "$prefix" "$TRUSTSTORE_PASSWORD"
+  fi
+}
+
+# scram_format_args: kafka-storage format arguments that create the given SCRAM users.
+scram_format_args() {
+  local spec
+  SCRAM_ARGS=()
+  for spec in "${SCRAM_USERS[@]}"; do
+    SCRAM_ARGS+=(--add-scram "$SCRAM_MECHANISM=[name=${spec%%:*},password=${spec#*:}]")
+  done
+}
+
+# add_scram_users_online: create (or re-password) the given users through the admin API of
+# the running cluster, for a DIR whose storage was formatted before.
+add_scram_users_online() {
+  local spec
+  for spec in "${SCRAM_USERS[@]}"; do
+    java_cmd 1 256m
+    if ! "${JAVA_CMD[@]}" kafka.admin.ConfigCommand --bootstrap-server "$(bootstrap_servers)" \
+      --alter --entity-type users --entity-name "${spec%%:*}" \
+      --add-config "$SCRAM_MECHANISM=[password=${spec#*:}]" \
+      >"$DIR/logs/scram-users.log" 2>&1 </dev/null; then
+      tail -n 5 "$DIR/logs/scram-users.log" >&2 || true
+      die "could not create SCRAM user '${spec%%:*}' (log: $DIR/logs/scram-users.log)"
+    fi
+  done
+  log "SCRAM users set through the admin API: ${#SCRAM_USERS[@]}"
 }
 
 node_dir() { printf '%s/node-%s\n' "$DIR" "$1"; }
@@ -368,17 +522,29 @@ write_server_properties() {
   for ((i = 1; i <= BROKERS; i++)); do
     voters+="${voters:+,}$i@127.0.0.1:$(node_controller_port "$i")"
   done
+  local listeners advertised protocols
+  listeners="PLAINTEXT://127.0.0.1:$(node_port "$n")"
+  advertised=$listeners
+  protocols=PLAINTEXT:PLAINTEXT
+  if [[ -n $SASL_SSL_PORT ]]; then
+    listeners+=",SASL_SSL://127.0.0.1:$(node_sasl_ssl_port "$n")"
+    advertised=$listeners
+    protocols+=",SASL_SSL:SASL_SSL"
+  fi
   mkdir -p "$(node_dir "$n")/data"
-  cat >"$(node_dir "$n")/server.properties" <<EOF
+  (
+    umask 077 # may hold keystore passwords
+    {
+      cat <<EOF
 # Written by deploy/kafka/kafka.sh on every start: edits here are lost.
 process.roles=broker,controller
 node.id=$n
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:$(node_port "$n"),CONTROLLER://127.0.0.1:$(node_controller_port "$n")
-advertised.listeners=PLAINTEXT://127.0.0.1:$(node_port "$n")
+listeners=$listeners,CONTROLLER://127.0.0.1:$(node_controller_port "$n")
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=$protocols,CONTROLLER:PLAINTEXT
 log.dirs=$(node_dir "$n")/data
 num.partitions=1
 default.replication.factor=$rf
@@ -391,6 +557,9 @@ share.coordinator.state.topic.min.isr=$min_isr
 group.initial.rebalance.delay.ms=0
 controlled.shutdown.enable=$controlled_shutdown
 EOF
+      security_properties
+    } >"$(node_dir "$n")/server.properties"
+  )
 }
 
 # cluster_id: the id in DIR/cluster.id, else one recovered from a formatted node, else a new
@@ -426,20 +595,23 @@ java_cmd() {
 
 # format_nodes: format the storage of every node that has no meta.properties yet (in parallel:
 # each format is a JVM start).
+FORMATTED_ALL=no
 format_nodes() {
   local id n status=0
   local -a pids=() nodes=()
   id=$(cluster_id)
+  scram_format_args
   for ((n = 1; n <= BROKERS; n++)); do
     [[ -f $(node_dir "$n")/data/meta.properties ]] && continue
     mkdir -p "$(node_log_dir "$n")"
     java_cmd "$n" 256m
     "${JAVA_CMD[@]}" kafka.tools.StorageTool format -t "$id" -c "$(node_dir "$n")/server.properties" \
-      >"$(node_log_dir "$n")/format.log" 2>&1 </dev/null &
+      "${SCRAM_ARGS[@]}" >"$(node_log_dir "$n")/format.log" 2>&1 </dev/null &
     pids+=("$!")
     nodes+=("$n")
   done
   ((${#pids[@]} > 0)) || return 0
+  ((${#pids[@]} == BROKERS)) && FORMATTED_ALL=yes
   log "formatting storage of node(s) ${nodes[*]} (cluster id $id)"
   for ((n = 0; n < ${#pids[@]}; n++)); do
     if ! wait "${pids[$n]}"; then
@@ -564,6 +736,8 @@ wait_ready() {
       fi
       if ! node_started "$n" || ! port_open "$(node_port "$n")"; then
         all_up=no
+      elif [[ -n $SASL_SSL_PORT ]] && ! port_open "$(node_sasl_ssl_port "$n")"; then
+        all_up=no
       fi
     done
     if [[ $all_up == yes ]] && metadata_ok; then
@@ -612,6 +786,8 @@ kill_nodes() {
 
 cmd_start() {
   local dir_arg="" port="" brokers="" cport="" heap=$DEFAULT_HEAP timeout=$DEFAULT_START_TIMEOUT
+  local sasl_port="" keystore="" keystore_pw=${KAFKA_SSL_KEYSTORE_PASSWORD:-} truststore=""
+  local truststore_pw=${KAFKA_SSL_TRUSTSTORE_PASSWORD:-}
   while [[ $# -gt 0 ]]; do
     case $1 in
       -h | --help) usage_start; return 0 ;;
@@ -621,8 +797,28 @@ cmd_start() {
       --controller-port) need_value "$1" $#; cport=$2; shift 2 ;;
       --heap) need_value "$1" $#; heap=$2; shift 2 ;;
       --timeout) need_value "$1" $#; timeout=$2; shift 2 ;;
+      --sasl-ssl-port) need_value "$1" $#; sasl_port=$2; shift 2 ;;
+      --ssl-keystore) need_value "$1" $#; keystore=$2; shift 2 ;;
+      --ssl-keystore-password) need_value "$1" $#; keystore_pw=$2; shift 2 ;;
+      --ssl-truststore) need_value "$1" $#; truststore=$2; shift 2 ;;
+      --ssl-truststore-password) need_value "$1" $#; truststore_pw=$2; shift 2 ;;
+      --scram-user) need_value "$1" $#; add_scram_user "$2"; shift 2 ;;
+      --scram-users-file) need_value "$1" $#; read_scram_users_file "$2"; shift 2 ;;
       *) usage_error "start: unknown argument '$1'" ;;
     esac
+  done
+  [[ -z $sasl_port ]] || check_port --sasl-ssl-port "$sasl_port"
+  if [[ -n $sasl_port ]]; then
+    [[ -n $keystore ]] || usage_error "--sasl-ssl-port needs --ssl-keystore FILE (the brokers' key and certificate)"
+  elif [[ -n $keystore || -n $truststore ]]; then
+    usage_error "--ssl-keystore/--ssl-truststore only apply with --sasl-ssl-port P"
+  fi
+  local f
+  for f in "$keystore" "$truststore"; do
+    [[ -z $f ]] && continue
+    [[ -r $f ]] || usage_error "$f cannot be read (--ssl-keystore / --ssl-truststore)"
+    store_type "$f" >/dev/null ||
+      usage_error "cannot tell the store type of $f: name it .p12/.pfx (PKCS12), .jks or .pem"
   done
   [[ -n $dir_arg ]] || usage_error "start needs --dir DIR (e.g. --dir ./var/kafka)"
   [[ -z $port ]] || check_port --port "$port"
@@ -631,6 +827,9 @@ cmd_start() {
   check_heap "$heap"
   check_timeout "$timeout"
   [[ $dir_arg != *,* ]] || usage_error "--dir must not contain a comma (Kafka's log.dirs is a list)"
+  if ((${#SCRAM_USERS[@]} > 0)) && [[ -z $sasl_port && ! -f $dir_arg/security.conf ]]; then
+    usage_error "--scram-user needs a SASL_SSL listener (--sasl-ssl-port P --ssl-keystore FILE)"
+  fi
 
   DIR=$(abs_dir "$dir_arg" create)
   lock_dir
@@ -652,6 +851,24 @@ cmd_start() {
       usage_error "broker ports $PORT.. and controller ports $CONTROLLER_PORT.. overlap; pick another --controller-port"
     printf 'BROKERS=%s\nPORT=%s\nCONTROLLER_PORT=%s\n' "$BROKERS" "$PORT" "$CONTROLLER_PORT" >"$DIR/cluster.conf"
   fi
+  load_security
+  if [[ -n $sasl_port ]]; then
+    SASL_SSL_PORT=$((10#$sasl_port))
+    KEYSTORE=$(cd "$(dirname "$keystore")" && pwd -P)/$(basename "$keystore")
+    KEYSTORE_PASSWORD=$keystore_pw
+    TRUSTSTORE=""
+    [[ -z $truststore ]] || TRUSTSTORE=$(cd "$(dirname "$truststore")" && pwd -P)/$(basename "$truststore")
+    TRUSTSTORE_PASSWORD=$truststore_pw
+    local lo=$SASL_SSL_PORT hi=$((SASL_SSL_PORT + BROKERS - 1))
+    ((hi <= 65535)) || usage_error "--sasl-ssl-port $SASL_SSL_PORT + $BROKERS nodes runs past 65535"
+    if ((lo < PORT + BROKERS && PORT <= hi)) || ((lo < CONTROLLER_PORT + BROKERS && CONTROLLER_PORT <= hi)); then
+      usage_error "--sasl-ssl-port $SASL_SSL_PORT overlaps the broker ($PORT..) or controller ($CONTROLLER_PORT..) ports"
+    fi
+    save_security
+  fi
+  if ((${#SCRAM_USERS[@]} > 0)) && [[ -z $SASL_SSL_PORT ]]; then
+    usage_error "--scram-user needs a SASL_SSL listener (--sasl-ssl-port P --ssl-keystore FILE)"
+  fi
 
   local n p
   local -a to_start=()
@@ -660,6 +877,11 @@ cmd_start() {
   done
   if ((${#to_start[@]} == 0)); then
     log "already running in $DIR ($BROKERS node(s))"
+    if ((${#SCRAM_USERS[@]} > 0)); then
+      require_java
+      ensure_libs
+      add_scram_users_online
+    fi
     bootstrap_servers
     return 0
   fi
@@ -667,7 +889,7 @@ cmd_start() {
   require_java
   ensure_libs
   for n in "${to_start[@]}"; do
-    for p in "$(node_port "$n")" "$(node_controller_port "$n")"; do
+    for p in "$(node_port "$n")" "$(node_controller_port "$n")" ${SASL_SSL_PORT:+"$(node_sasl_ssl_port "$n")"}; do
       if port_open "$p"; then
         die "port $p on 127.0.0.1 is already in use by another process; stop it or use another --port/--dir"
       fi
@@ -683,7 +905,11 @@ cmd_start() {
     launch_node "$n" "$heap"
   done
   wait_ready "$timeout" "${to_start[@]}"
+  if ((${#SCRAM_USERS[@]} > 0)) && [[ $FORMATTED_ALL != yes ]]; then
+    add_scram_users_online
+  fi
   log "ready after ${SECONDS}s; logs in $DIR/logs"
+  [[ -z $SASL_SSL_PORT ]] || log "SASL_SSL ($SCRAM_MECHANISM) listener: $(sasl_ssl_servers)"
   bootstrap_servers
 }
 
@@ -802,11 +1028,14 @@ cmd_status() {
     printf 'no Kafka cluster in %s\n' "$dir_arg"
     return 3
   fi
+  load_security
   for ((n = 1; n <= BROKERS; n++)); do
+    local sasl=""
+    [[ -z $SASL_SSL_PORT ]] || sasl="  SASL_SSL 127.0.0.1:$(node_sasl_ssl_port "$n")"
     if pid=$(node_pid "$n"); then
-      printf 'node %s  running  pid %-7s 127.0.0.1:%s\n' "$n" "$pid" "$(node_port "$n")"
+      printf 'node %s  running  pid %-7s 127.0.0.1:%s%s\n' "$n" "$pid" "$(node_port "$n")" "$sasl"
     else
-      printf 'node %s  stopped  pid %-7s 127.0.0.1:%s\n' "$n" - "$(node_port "$n")"
+      printf 'node %s  stopped  pid %-7s 127.0.0.1:%s%s\n' "$n" - "$(node_port "$n")" "$sasl"
       rc=3
     fi
   done

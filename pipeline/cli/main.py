@@ -18,6 +18,19 @@ from typing import Any, TypeVar
 
 import click
 
+from pipeline.cli.options import (
+    DAYS,
+    EVENTS_PER_SECOND,
+    FRACTION,
+    NON_NEGATIVE,
+    PORT,
+    POSITIVE,
+    SECONDS,
+    WINDOW,
+    check_incidents,
+    cluster_name,
+    http_url,
+)
 from pipeline.core.config import Settings, load_settings
 from pipeline.core.errors import CxpulseError
 from pipeline.core.logs import configure_logging
@@ -123,7 +136,7 @@ def db() -> None:
 @db.command("migrate")
 @click.option(
     "--cluster",
-    callback=lambda _c, _p, v: _cluster_name(v),
+    callback=cluster_name,
     help="Cluster form: ON CLUSTER NAME, <table>_local Replicated tables + Distributed tables.",
 )
 @click.option(
@@ -188,15 +201,6 @@ def db_migrate(ctx: click.Context, cluster: str | None, print_only: bool, after:
     )
 
 
-def _cluster_name(value: str | None) -> str | None:
-    from sinks.clickhouse.cluster import check_cluster_name
-
-    try:
-        return None if value is None else check_cluster_name(value)
-    except CxpulseError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 # --------------------------------------------------------------------------- worker
 
 
@@ -210,9 +214,9 @@ def _cluster_name(value: str | None) -> str | None:
     "sink: conversation log -> ClickHouse (one process with embedded chDB).",
 )
 @click.option("--worker-id", default="0", show_default=True, help="Names this worker's state dir.")
-@click.option("--duration", type=float, help="Stop cleanly after this many seconds.")
-@click.option("--metrics-port", type=int, help="Override the /metrics port (0 disables).")
-@click.option("--web-port", type=int, help="Override the Faust web port (0 disables).")
+@click.option("--duration", type=SECONDS, help="Stop cleanly after this many seconds.")
+@click.option("--metrics-port", type=PORT, help="Override the /metrics port (0 disables).")
+@click.option("--web-port", type=PORT, help="Override the Faust web port (0 disables).")
 @click.pass_context
 @friendly_errors
 def worker(
@@ -242,14 +246,18 @@ def worker(
 
 @cli.command()
 @click.option(
-    "--rate", type=float, default=200.0, show_default=True, help="Mean events/s (live mode)."
+    "--rate",
+    type=EVENTS_PER_SECOND,
+    default=200.0,
+    show_default=True,
+    help="Mean events/s (live mode).",
 )
 @click.option(
-    "--duration", type=float, default=60.0, show_default=True, help="Seconds of live traffic."
+    "--duration", type=SECONDS, default=60.0, show_default=True, help="Seconds of live traffic."
 )
 @click.option(
     "--history-days",
-    type=float,
+    type=DAYS,
     help="Instead of live traffic: simulate N days ending now, as fast as possible.",
 )
 @click.option("--seed", type=int, default=42, show_default=True)
@@ -258,6 +266,7 @@ def worker(
     "incidents",
     multiple=True,
     metavar="SPEC",
+    callback=check_incidents,
     help="Inject a KPI drop, e.g. 'kpi=csat,team=billing,start=+10m,duration=40m,target=70' "
     "or 'kpi=frt,channel=chat,start=+5m,duration=20m,factor=3'. Repeatable.",
 )
@@ -266,9 +275,19 @@ def worker(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write injected incidents (JSON).",
 )
-@click.option("--malformed-rate", type=float, default=0.0, show_default=True)
-@click.option("--duplicate-rate", type=float, default=0.0, show_default=True)
-@click.option("--late-rate", type=float, default=0.0, show_default=True)
+@click.option(
+    "--malformed-rate", type=FRACTION, default=0.0, show_default=True, help="Share 0..1 (<1)."
+)
+@click.option(
+    "--duplicate-rate", type=FRACTION, default=0.0, show_default=True, help="Share 0..1 (<1)."
+)
+@click.option(
+    "--late-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share 0..1.",
+)
 @click.option(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -288,7 +307,7 @@ def simulate(ctx: click.Context, **opts: Any) -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--rate", type=float, help="Events/s (default: as fast as possible).")
+@click.option("--rate", type=POSITIVE, help="Events/s (default: as fast as possible).")
 @click.pass_context
 @friendly_errors
 def replay(ctx: click.Context, file: Path, rate: float | None) -> None:
@@ -304,9 +323,16 @@ def replay(ctx: click.Context, file: Path, rate: float | None) -> None:
 
 
 @cli.command()
-@click.option("--window", type=int, default=15, show_default=True, help="Minutes of event time.")
+@click.option(
+    "--window",
+    type=WINDOW,
+    default=15,
+    show_default=True,
+    help="Minutes of event time, ending at the newest minute stored (1 .. 576000).",
+)
 @click.option(
     "--url",
+    callback=http_url,
     help="Read through a running sink's /kpis endpoint (needed while it holds embedded chDB).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -322,13 +348,15 @@ def kpis(ctx: click.Context, window: int, url: str | None, as_json: bool) -> Non
 
 
 @cli.command()
-@click.option("--duration", type=float, default=120.0, show_default=True, help="Seconds to run.")
-@click.option("--rate", type=float, default=100.0, show_default=True, help="Simulated events/s.")
+@click.option("--duration", type=SECONDS, default=120.0, show_default=True, help="Seconds to run.")
+@click.option(
+    "--rate", type=EVENTS_PER_SECOND, default=100.0, show_default=True, help="Simulated events/s."
+)
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--refresh", type=float, default=5.0, show_default=True, help="Board refresh (s).")
+@click.option("--refresh", type=POSITIVE, default=3.0, show_default=True, help="Board refresh (s).")
 @click.option(
     "--warmup-minutes",
-    type=float,
+    type=NON_NEGATIVE,
     default=10.0,
     show_default=True,
     help="Minutes of recent history sent at once before live traffic (0 = none).",

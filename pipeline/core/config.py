@@ -6,7 +6,9 @@ Sources, strongest first: keyword arguments (the CLI), environment variables
 everything embedded on one machine (local broker, chDB under ``./var``).
 
 Secrets (SASL password, the ClickHouse DSN which may hold a password) are ``SecretStr`` and
-masked by :meth:`Settings.as_dict`, the only form that is ever logged.
+masked by :meth:`Settings.as_dict`, the only form that is ever logged. Each secret may also
+come from a file (``<FIELD>_FILE``, e.g. ``CXPULSE_KAFKA__SASL_PASSWORD_FILE=/run/secrets/pw``,
+as Kubernetes and compose mount secrets): the file's text, one trailing newline dropped.
 """
 
 from __future__ import annotations
@@ -16,10 +18,19 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pipeline.core.errors import ConfigError
+from pipeline.core.secrets import check_dsn, read_secret_file, redact_dsn, secret_from_file
 
 __all__ = [
     "ClickHouseSettings",
@@ -30,7 +41,9 @@ __all__ = [
     "Settings",
     "SinkSettings",
     "TopicSettings",
+    "check_dsn",
     "load_settings",
+    "read_secret_file",
     "redact_dsn",
 ]
 
@@ -47,33 +60,68 @@ class KafkaSettings(BaseModel):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    # A file holding the password (a mounted secret); fills sasl_password.
+    sasl_password_file: Path | None = None
     ssl_cafile: Path | None = None
     replication_factor: int = Field(1, ge=1)
+    # How long commands wait for a broker to answer before one clear error line.
+    connect_timeout_seconds: float = Field(15.0, gt=0, le=600)
 
-    @field_validator("security_protocol", mode="before")
+    @field_validator("security_protocol", "sasl_mechanism", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator(
+        "sasl_mechanism", "sasl_username", "sasl_password", "sasl_password_file", "ssl_cafile",
+        mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_file(cls, data: Any) -> Any:
+        return secret_from_file(data, "kafka", "sasl_password")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSettings:
+        """SASL settings only with a SASL protocol, and complete: a clear error at start-up
+        instead of a client that fails to authenticate much later."""
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and not self.sasl_mechanism:
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs CXPULSE_KAFKA__SASL_MECHANISM "
+                "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+            )
+        if sasl and not (self.sasl_username and self.sasl_password):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs CXPULSE_KAFKA__SASL_USERNAME "
+                "and a password (CXPULSE_KAFKA__SASL_PASSWORD or CXPULSE_KAFKA__SASL_PASSWORD_FILE)"
+            )
+        if not sasl and self.sasl_mechanism:
+            raise ValueError(
+                f"sasl_mechanism is set but security_protocol is {self.security_protocol}: set "
+                "CXPULSE_KAFKA__SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        return self
 
     def faust_broker_url(self) -> str:
         """Faust wants ``kafka://host:port;host:port``."""
         hosts = [h.strip() for h in self.bootstrap_servers.split(",") if h.strip()]
         return ";".join(f"kafka://{h}" for h in hosts)
 
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
     def admin_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for kafka-python clients (admin, producer)."""
-        kwargs: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap_servers.split(","),
-            "security_protocol": self.security_protocol,
-        }
-        if self.sasl_mechanism:
-            kwargs["sasl_mechanism"] = self.sasl_mechanism
-            kwargs["sasl_plain_username"] = self.sasl_username
-            if self.sasl_password is not None:
-                kwargs["sasl_plain_password"] = self.sasl_password.get_secret_value()
-        if self.ssl_cafile:
-            kwargs["ssl_cafile"] = str(self.ssl_cafile)
-        return kwargs
+        """kafka-python client arguments; prefer ``pipeline.core.kafka.kafka_python_kwargs``
+        (the one mapping of settings to clients), which this delegates to."""
+        from pipeline.core.kafka import client_kwargs
+
+        return client_kwargs(self)
 
 
 class TopicSettings(BaseModel):
@@ -104,15 +152,29 @@ class ClickHouseSettings(BaseModel):
     """Where aggregates go. Env: ``CXPULSE_CLICKHOUSE__<FIELD>``.
 
     ``dsn``: ``chdb:///abs/path`` or ``chdb://relative/path`` (embedded engine, one process
-    per path) or ``http(s)://user:password@host:port`` (a server or cluster).
+    per path) or ``http(s)://user:password@host:port/?verify=false&ca_cert=/ca.pem`` (a
+    server or cluster; user, password and TLS options all in the DSN). ``dsn_file``: a file
+    holding the DSN (a mounted secret).
     """
 
     model_config = _FROZEN
 
     dsn: SecretStr = SecretStr("chdb://var/chdb")
+    dsn_file: Path | None = None
     database: str = "cxpulse"
     minute_ttl_days: int = Field(400, ge=1)
     side_ttl_days: int = Field(30, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dsn_file(cls, data: Any) -> Any:
+        return secret_from_file(data, "clickhouse", "dsn")
+
+    @field_validator("dsn")
+    @classmethod
+    def _known_scheme(cls, value: SecretStr) -> SecretStr:
+        check_dsn(value.get_secret_value())
+        return value
 
     @property
     def is_embedded(self) -> bool:
@@ -237,16 +299,6 @@ class Settings(BaseSettings):
         return dsn
 
 
-def redact_dsn(dsn: str) -> str:
-    """``scheme://user:***@host/...``: credentials masked, the rest kept."""
-    scheme, sep, rest = dsn.partition("://")
-    if not sep or "@" not in rest:
-        return dsn
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
-
-
 class _TomlSource(PydanticBaseSettingsSource):
     """Reads ``CXPULSE_CONFIG`` (a TOML file); absent variable means no file."""
 
@@ -278,4 +330,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         env = "CXPULSE_" + "__".join(str(p) for p in first["loc"]).upper()
-        raise ConfigError(f"invalid setting {where} ({env}): {first['msg']}") from None
+        msg = first["msg"].removeprefix("Value error, ")
+        field = Settings.model_fields.get(where) if len(first["loc"]) == 1 else None
+        if field is not None and isinstance(field.default, BaseModel):  # a section-wide rule
+            raise ConfigError(f"invalid {where} settings: {msg}") from None
+        raise ConfigError(f"invalid setting {where} ({env}): {msg}") from None

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["configure_logging", "kv"]
+__all__ = ["BenignStartupFilter", "configure_logging", "kv"]
 
 _CONFIGURED = False
 
@@ -45,6 +45,36 @@ class KeyValueFormatter(logging.Formatter):
         return " ".join(parts)
 
 
+class BenignStartupFilter(logging.Filter):
+    """Downgrades to DEBUG the coordinator messages every worker start logs by design.
+
+    aiokafka logs ``Group Coordinator Request failed: [Error 15]
+    GroupCoordinatorNotAvailableError`` (error) and ``Marking the coordinator dead`` (warning)
+    while a fresh broker creates ``__consumer_offsets`` or a group's coordinator is elected:
+    normal at start-up, and read as failures by whoever watches the logs. Only during the
+    first ``grace_seconds`` after logging is configured: later, the same lines mean a broker
+    problem and keep their level.
+    """
+
+    LOGGER = "aiokafka.consumer.group_coordinator"
+    PATTERNS = ("GroupCoordinatorNotAvailableError", "Marking the coordinator dead")
+
+    def __init__(self, grace_seconds: float = 120.0) -> None:
+        super().__init__()
+        self.until = time.monotonic() + grace_seconds
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.levelno > logging.DEBUG
+            and record.name.startswith(self.LOGGER)
+            and time.monotonic() < self.until
+            and any(p in record.getMessage() for p in self.PATTERNS)
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Idempotent: a second call only changes the level."""
     global _CONFIGURED
@@ -54,10 +84,15 @@ def configure_logging(level: str = "INFO") -> None:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(KeyValueFormatter())
+    handler.addFilter(BenignStartupFilter())
     root.handlers[:] = [handler]
     # Faust/aiokafka are chatty at INFO about every rebalance step; kafka-python warns about
     # every retried produce request (leader moves right after topic creation).
     for noisy in ("aiokafka", "faust.transport", "mode"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     logging.getLogger("kafka").setLevel(max(logging.ERROR, root.level))
+    # The ClickHouse driver warns about every retried HTTP request; cxpulse reports the
+    # failure itself, in one line (CLI) or with its backoff (sink).
+    for driver in ("urllib3", "clickhouse_connect"):
+        logging.getLogger(driver).setLevel(max(logging.ERROR, root.level))
     _CONFIGURED = True

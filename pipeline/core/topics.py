@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import time
 from dataclasses import dataclass
 
@@ -13,6 +12,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from pipeline.core.config import Settings
 from pipeline.core.errors import ConfigError, CxpulseError
+from pipeline.core.kafka import broker_reachable, kafka_python_kwargs, probe
 from pipeline.core.logs import kv
 
 __all__ = ["TopicSpec", "broker_reachable", "ensure_topics", "topic_specs"]
@@ -54,43 +54,36 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def broker_reachable(bootstrap_servers: str) -> bool:
-    """A TCP connect to any bootstrap server (fast, unlike a client bootstrap timeout)."""
-    for hostport in bootstrap_servers.split(","):
-        host, _, port = hostport.strip().rpartition(":")
-        try:
-            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1):
-                return True
-        except (OSError, ValueError):
-            continue
-    return False
+def _admin(settings: Settings, timeout_s: float | None) -> KafkaAdminClient:
+    probe(settings, timeout_s)  # waits for the broker; a bad login or CA is one clear line
+    try:
+        return KafkaAdminClient(
+            request_timeout_ms=15_000,
+            **kafka_python_kwargs(settings, client_id=f"{settings.app_id}-admin"),
+        )
+    except KafkaError as exc:
+        raise CxpulseError(
+            f"cannot connect to Kafka at {settings.kafka.bootstrap_servers}: {exc}"
+        ) from None
 
 
-def _admin(settings: Settings, timeout_s: float) -> KafkaAdminClient:
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        if broker_reachable(settings.kafka.bootstrap_servers):
-            try:
-                return KafkaAdminClient(
-                    client_id=f"{settings.app_id}-admin",
-                    request_timeout_ms=15_000,
-                    **settings.kafka.admin_kwargs(),
-                )
-            except KafkaError as exc:
-                last = exc
-        time.sleep(0.5)
-    raise CxpulseError(
-        f"no Kafka broker answers at {settings.kafka.bootstrap_servers} "
-        "(start one with deploy/kafka/kafka.sh start, or set "
-        f"CXPULSE_KAFKA__BOOTSTRAP_SERVERS){f': {last}' if last else ''}"
-    )
+def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Partitions per topic; waits (up to 10 s) while freshly created topics show none yet
+    (their metadata reaches the broker a moment after CreateTopics returns)."""
+    deadline = time.monotonic() + 10
+    while True:
+        described = admin.describe_topics(names)
+        counts = {d.get("name", d.get("topic")): len(d["partitions"]) for d in described}
+        if all(counts.get(n) for n in names) or time.monotonic() >= deadline:
+            return counts
+        time.sleep(0.2)
 
 
-def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+def ensure_topics(settings: Settings, timeout_s: float | None = None) -> list[str]:
     """Create missing topics; refuse to run if an existing one has the wrong partition count.
 
-    Returns the names created.
+    ``timeout_s`` (default ``kafka.connect_timeout_seconds``) is how long to wait for a
+    broker. Returns the names created.
     """
     specs = topic_specs(settings)
     admin = _admin(settings, timeout_s)
@@ -109,8 +102,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
                 admin.create_topics(new, timeout_ms=30_000)
             created = [s.name for s in missing]
             log.info("topics created", extra=kv(topics=",".join(created)))
-        described = admin.describe_topics([s.name for s in specs])
-        counts = {d.get("name", d.get("topic")): len(d["partitions"]) for d in described}
+        counts = _partition_counts(admin, [s.name for s in specs])
         for spec in specs:
             have = counts.get(spec.name)
             if (

@@ -108,7 +108,12 @@ class _Simulation(ConversationFlow):
         self.vmax = max(1.0, self.book.max_factor("volume"))
         self.lam_per_us = p.conversations_per_hour * self.vmax / _HOUR
         self.survey_plan = tuple(
-            (kind, rate, math.log(_SURVEY_DELAYS[kind].median_s * _SEC), _SURVEY_DELAYS[kind].sigma)
+            (
+                kind,
+                rate,
+                math.log(_SURVEY_DELAYS[kind].median_s * p.survey_delay_scale * _SEC),
+                _SURVEY_DELAYS[kind].sigma,
+            )
             for kind, rate in (
                 ("survey.csat", p.csat_response_rate),
                 ("survey.nps", p.nps_response_rate),

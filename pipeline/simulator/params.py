@@ -281,6 +281,8 @@ class SimulationParams:
     csat_response_rate: float = 0.25
     nps_response_rate: float = 0.10
     ces_response_rate: float = 0.08
+    # Survey answers come minutes to hours after the resolve; a live demo scales that down.
+    survey_delay_scale: float = 1.0
     csat_satisfied_share: float = 0.88
     nps_promoter_share: float = 0.45
     nps_detractor_share: float = 0.25
@@ -347,6 +349,10 @@ class SimulationParams:
         _check_probability("duplicate_rate", self.duplicate_rate)
         if self.malformed_rate + self.duplicate_rate >= 1:
             raise ValueError("malformed_rate + duplicate_rate must be < 1")
+        if not 0 < self.survey_delay_scale <= 100:
+            raise ValueError(
+                f"survey_delay_scale must be within (0, 100], got {self.survey_delay_scale}"
+            )
         if self.late_max_delay < timedelta(seconds=1):
             raise ValueError("late_max_delay must be at least 1 second")
         if self.duplicate_max_delay < timedelta(milliseconds=1):

@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -34,15 +34,10 @@ class KafkaSender:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
-        from pipeline.core.topics import broker_reachable
+        from pipeline.core.kafka import kafka_python_kwargs, probe
 
         self.topic = topic or settings.topics.events
-        if not broker_reachable(settings.kafka.bootstrap_servers):
-            raise CxpulseError(
-                f"no Kafka broker answers at {settings.kafka.bootstrap_servers} "
-                "(start one with deploy/kafka/kafka.sh start, or set "
-                "CXPULSE_KAFKA__BOOTSTRAP_SERVERS)"
-            )
+        probe(settings)  # no broker, a bad login or an untrusted CA: one clear line
         try:
             self._producer = KafkaProducer(
                 acks="all",
@@ -50,7 +45,7 @@ class KafkaSender:
                 batch_size=256 * 1024,
                 max_in_flight_requests_per_connection=1,  # keep per-key order on retries
                 retries=5,
-                **settings.kafka.admin_kwargs(),
+                **kafka_python_kwargs(settings, client_id=f"{settings.app_id}-producer"),
             )
         except KafkaError as exc:
             raise CxpulseError(
@@ -106,7 +101,19 @@ def replay_file(settings: Settings, path: Path, *, rate: float | None = None) ->
     """Produce every record of ``path`` to the events topic, keys preserved."""
     from tqdm import tqdm
 
-    total = sum(1 for _ in path.open("rb"))
+    # Check the whole file before the first send: a bad line is one clear error, not a
+    # half-replayed file.
+    try:
+        with path.open(encoding="utf-8") as fh:
+            total = sum(1 for _ in read_jsonl(fh))
+    except UnicodeDecodeError as exc:
+        raise CxpulseError(
+            f"{path} is not UTF-8 text ({exc.reason}); expected JSON lines"
+        ) from None
+    except OSError as exc:
+        raise CxpulseError(f"cannot read {path}: {exc.strerror}") from None
+    except CxpulseError as exc:
+        raise CxpulseError(f"{path}: {exc}") from None
     sender = KafkaSender(settings)
     started = time.monotonic()
     try:
@@ -144,11 +151,13 @@ def run_simulation(
     stop: threading.Event | None = None,
     seasonality: bool | None = None,
     preroll: float = 0.0,
+    tune: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
     """Generate events and send them to Kafka or ``output``; returns a summary.
 
     Live mode simulates ``preroll`` seconds before now as well: those events (the recent
     past, with conversations already under way) are sent at once, the rest in real time.
+    ``tune`` adjusts the model's :class:`SimulationParams` (the live demo's faster mix).
     """
     from tqdm import tqdm
 
@@ -180,21 +189,25 @@ def run_simulation(
             late_rate=late_rate,
             incidents=parsed,
         )
+        if tune is not None:
+            params = tune(params)
         params = dataclasses.replace(
             params, conversations_per_hour=rate_for_events_per_second(rate, params)
         )
     except ValueError as exc:
         raise CxpulseError(f"simulation parameters: {exc}") from None
-    if truth is not None:
-        truth.parent.mkdir(parents=True, exist_ok=True)
-        truth.write_text(json.dumps(ground_truth(params), indent=2, default=str))
-
     sink: KafkaSender | None = None
     fh: IO[str] | None = None
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fh = output.open("w", encoding="utf-8")
-    else:
+    try:
+        if truth is not None:
+            truth.parent.mkdir(parents=True, exist_ok=True)
+            truth.write_text(json.dumps(ground_truth(params), indent=2, default=str))
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            fh = output.open("w", encoding="utf-8")
+    except OSError as exc:
+        raise CxpulseError(f"cannot write {exc.filename or output}: {exc.strerror}") from None
+    if output is None:
         sink = KafkaSender(settings)
     counts: dict[str, int] = {}
     wall_start = time.monotonic()

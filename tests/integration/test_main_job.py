@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,13 @@ def test_run_shows_the_board_and_exits_cleanly(kafka_bootstrap: str, tmp_path: P
     assert stored_events + late == valid > 100
     for team in ("billing", "technical", "accounts", "shipping"):
         assert team in final
+    # Off a terminal the live board is plain text with its status line (lag read from Kafka).
+    assert re.search(r"== cxpulse live KPIs \(t=\d+s .* lag compute [\d,]+ / sink [\d,]+", out)
+    # Numbers worth reading after a short warm-up: survey answers and resolutions for all teams.
+    overall = [line for line in final.splitlines() if line.startswith("all teams")]
+    assert len(overall) == 2, final  # the response block and the outcome block
+    counts = [int(n.replace(",", "")) for n in re.findall(r"\(n=([\d,]+)\)", overall[1])]
+    resolution_n, one_touch_n, _reopen_n, csat_n, nps_n, ces_n = counts
+    assert resolution_n > 100 and one_touch_n > 30, overall[1]
+    assert csat_n >= 20 and ces_n >= 5 and nps_n >= 1, overall[1]
+    assert "resol. rate 0." not in out  # rates are percentages, not fractions
