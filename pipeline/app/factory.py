@@ -18,7 +18,6 @@ roles bring their own clients.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -54,18 +53,10 @@ class _RuntimeOnly(faust.App):  # type: ignore[misc]
 
 def _faust_app(settings: Settings, role: Role, worker_id: str) -> faust.App:
     web_port = settings.ports.worker_web if role == "compute" else settings.ports.sink_web
+    from pipeline.core.kafka import faust_credentials
+
     kafka = settings.kafka
-    credentials: Any = None
-    if kafka.sasl_mechanism:
-        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
-        credentials = faust.SASLCredentials(
-            username=kafka.sasl_username or "",
-            password=password,
-            mechanism=kafka.sasl_mechanism,
-            ssl_context=_ssl_context(settings) if kafka.security_protocol == "SASL_SSL" else None,
-        )
-    elif kafka.security_protocol == "SSL":
-        credentials = faust.SSLCredentials(_ssl_context(settings))
+    credentials = faust_credentials(settings)
     datadir = (settings.data_dir / "faust" / f"{role}-{worker_id}").resolve()
     datadir.parent.mkdir(parents=True, exist_ok=True)
     return _RuntimeOnly(
@@ -83,13 +74,6 @@ def _faust_app(settings: Settings, role: Role, worker_id: str) -> faust.App:
         # Our key=value logging stays in charge.
         loghandlers=[],
     )
-
-
-def _ssl_context(settings: Settings) -> Any:
-    import ssl
-
-    cafile = settings.kafka.ssl_cafile
-    return ssl.create_default_context(cafile=str(cafile) if cafile else None)
 
 
 def create_app(
@@ -203,10 +187,9 @@ def _register_health(app: faust.App, service: Any) -> None:
 
 
 def _register_board(app: faust.App, store: Any) -> None:
-    """``GET /kpis`` on the sink: the live board, served by the process that owns chDB."""
-    from sinks.clickhouse.queries import board_payload
+    """``GET /kpis?window=N`` on the sink: the live board, served by the process that owns chDB."""
+    from pipeline.app.board import kpis_view
 
     @app.page("/kpis")
     async def kpis(web: Any, request: Any) -> Any:
-        payload = await asyncio.get_running_loop().run_in_executor(None, board_payload, store)
-        return web.json(payload)
+        return await kpis_view(web, request, store)

@@ -3,8 +3,6 @@ that names the option, before any work starts."""
 
 from __future__ import annotations
 
-import re
-
 import click
 
 __all__ = [

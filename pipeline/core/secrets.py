@@ -79,15 +79,10 @@ def check_dsn(dsn: str) -> None:
         raise ValueError(f"{shown!r} names no host: use {scheme}://HOST:PORT")
     if port == 0:
         raise ValueError(f"{shown!r}: port 0 is not a port")
-    # clickhouse-connect (1.12) picks TLS from the port, not the scheme, when given a DSN:
-    # https://host:9440 would send the password over plain HTTP. Refuse what it would misread.
-    tls_port = port in (None, 443, 8443) if scheme.lower() == "https" else port in (443, 8443)
-    if scheme.lower() == "https" and not tls_port:
-        raise ValueError(
-            f"{shown!r}: the ClickHouse driver speaks TLS only on ports 8443 and 443 of an "
-            "https:// DSN (it would use plain HTTP on this one); use one of them"
-        )
-    if scheme.lower() == "http" and tls_port:
+    # The store tells clickhouse-connect the interface from the scheme (left alone it picks
+    # TLS from the port), so https:// is TLS on any port; plain HTTP to a TLS port would
+    # only fail later with an obscure error.
+    if scheme.lower() == "http" and port in (443, 8443):
         raise ValueError(f"{shown!r}: port {port} is a TLS port; use https://")
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name == "verify" and value.lower() not in _BOOL_WORDS:

@@ -144,7 +144,10 @@ def open_store(dsn: str, database: str, *, create_database: bool = True) -> Clic
                 'the embedded engine needs chDB: run "pip install clickhouse-connect[chdb]"'
             ) from exc
     try:
-        client = clickhouse_connect.get_client(dsn=dsn)
+        # clickhouse-connect picks TLS from the port unless told: say it from the scheme, so
+        # https:// on any port is TLS and http:// never is.
+        kwargs = {"interface": "https" if dsn.startswith("https://") else "http"}
+        client = clickhouse_connect.get_client(dsn=dsn, **({} if embedded else kwargs))
     except Exception as exc:
         text = str(exc)
         if "Cannot lock file" in text:

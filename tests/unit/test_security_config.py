@@ -8,6 +8,7 @@ import ssl
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -215,7 +216,6 @@ def test_supported_dsns(dsn: str) -> None:
         ("http://:8123", "names no host"),
         ("http://h:notaport", "is not a valid URL"),
         ("https://u:pw@h:8443/?verify=maybe", "verify must be true or false"),
-        ("https://u:pw@h:9440", "speaks TLS only on ports 8443 and 443"),
         ("http://u:pw@h:8443", "port 8443 is a TLS port; use https://"),
         ("https://u:pw@h:8443/?secure=false", "drop secure=, the scheme"),
     ],
@@ -362,3 +362,30 @@ def test_admin_kwargs_delegates_to_the_one_mapping(tmp_path: Path) -> None:
         for k, v in new.items()
         if k not in ("ssl_context", "client_id", "bootstrap_timeout_ms")
     }
+
+
+@pytest.mark.parametrize(
+    ("dsn", "interface"),
+    [("https://u:pw@h:9440", "https"), ("https://u:pw@h", "https"), ("http://u:pw@h:8123", "http")],
+)
+def test_the_scheme_decides_tls_not_the_port(
+    dsn: str, interface: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """clickhouse-connect alone would speak plain HTTP to https://h:9440 (TLS by port only)."""
+    import clickhouse_connect
+
+    from sinks.clickhouse import store as store_module
+
+    seen: dict[str, Any] = {}
+
+    class Client:
+        def command(self, sql: str) -> None: ...
+
+    def fake_get_client(**kwargs: Any) -> Client:
+        seen.update(kwargs)
+        return Client()
+
+    monkeypatch.setattr(clickhouse_connect, "get_client", fake_get_client)
+    check_dsn(dsn)
+    store_module.open_store(dsn, "cxpulse")
+    assert seen["interface"] == interface and seen["dsn"] == dsn
