@@ -1,7 +1,8 @@
 """Minute deltas: what one batch of one source partition adds to the KPI minutes.
 
 The compute role folds a batch's contributions per (minute, lag_minutes, team, channel,
-region, priority, segment) into :class:`MinutePartial` cells, counts verdicts per arrival
+region, priority, segment) into cells of integer counters, microsecond sums and sketch
+buckets (the columns of ``kpi_minute_partials``), counts verdicts per arrival
 minute, and publishes the result inside the batch's Kafka transaction as one or more
 *delta messages* on the source partition's number. The sink expands each cell into the
 default groupings and folds it into stored minute rows whose ``version`` is the highest
@@ -19,13 +20,12 @@ together and the per-row version check stays exact.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from streams.partials import SKETCH_FIELDS, MinutePartial
+from streams.partials import SKETCH_FIELDS
 from streams.sketch import QuantileSketch
 
 __all__ = [
@@ -48,14 +48,12 @@ _LATENCY_BUCKET_MS = 100
 CellKey = tuple[int, int, str, str, str, str, str]
 
 
-def _partial_from_json(data: dict[str, Any]) -> MinutePartial:
-    p = MinutePartial()
-    for name, value in data.items():
-        if name in _SKETCHES:
-            setattr(p, name, type(getattr(p, name)).from_map({int(k): c for k, c in value.items()}))
-        else:
-            setattr(p, name, value)
-    return p
+def _cell_from_json(data: dict[str, Any]) -> dict[str, Any]:
+    for name in _SKETCHES:
+        bins = data.get(name)
+        if bins is not None:
+            data[name] = {int(k): c for k, c in bins.items()}
+    return data
 
 
 _TIME_SAMPLES = ("frt", "reply", "resolution")
@@ -70,8 +68,8 @@ def _seconds(us: int) -> float:
 class _Cell:
     """One (minute, lag, dims) of a batch: plain counters and raw samples until encoded.
 
-    Cheaper per event than a MinutePartial (no sketches until the end); ``to_json`` gives
-    exactly what ``MinutePartial`` fed the same increments would (tests compare the two).
+    Cheaper per event than a MinutePartial (no sketches until the end); ``to_json`` holds
+    exactly what a MinutePartial fed the same increments stores (tests compare the two).
     """
 
     __slots__ = ("counts", "samples")
@@ -109,10 +107,11 @@ class _Cell:
                 counts[name] = counts.get(name, 0) + value
 
     def to_json(self) -> dict[str, Any]:
+        """Non-zero stored columns (``kpi_minute_partials`` names; sums in microseconds)."""
         out: dict[str, Any] = dict(self.counts)
         for kind, values in self.samples.items():
             out[f"{kind}_count"] = len(values)
-            out[f"{kind}_sum"] = sum(v if v > 0 else 0 for v in values) / _SECOND
+            out[f"{kind}_sum_us"] = sum(v if v > 0 else 0 for v in values)
             sketch = QuantileSketch()
             for v in values:
                 sketch.add(_seconds(v))
@@ -198,7 +197,7 @@ class DeltaMessage:
     watermark_us: int | None
     progress_us: int | None
     idle: bool
-    cells: list[tuple[CellKey, MinutePartial]] = field(default_factory=list)
+    cells: list[tuple[CellKey, dict[str, Any]]] = field(default_factory=list)
     verdicts: list[tuple[int, list[int]]] = field(default_factory=list)
     # (Kafka timestamp in ms, rounded down to 100 ms; accepted events) for visibility latency
     latency: list[tuple[int, int]] = field(default_factory=list)
@@ -209,10 +208,10 @@ def decode_delta(raw: bytes) -> DeltaMessage:
     data = orjson.loads(raw)
     if not isinstance(data, dict) or data.get("v") != DELTA_FORMAT:
         raise ValueError(f"not a cxpulse delta (format {DELTA_FORMAT}) message")
-    cells: list[tuple[CellKey, MinutePartial]] = []
-    for minute, lag, team, channel, region, priority, segment, partial in data["rows"]:
+    cells: list[tuple[CellKey, dict[str, Any]]] = []
+    for minute, lag, team, channel, region, priority, segment, values in data["rows"]:
         key: CellKey = (minute, lag, team, channel, region, priority, segment)
-        cells.append((key, _partial_from_json(partial)))
+        cells.append((key, _cell_from_json(values)))
     verdicts = [(row[0], list(row[1:])) for row in data.get("verdicts", ())]
     latency = [(t, n) for t, n in data.get("lat", ())]
     return DeltaMessage(
@@ -226,11 +225,3 @@ def decode_delta(raw: bytes) -> DeltaMessage:
         verdicts=verdicts,
         latency=latency,
     )
-
-
-def cells_total(cells: Iterable[tuple[CellKey, MinutePartial]]) -> MinutePartial:
-    """Sum of cells (tests and diagnostics)."""
-    total = MinutePartial()
-    for _, cell in cells:
-        total.merge(cell)
-    return total

@@ -14,15 +14,18 @@ then :meth:`MinuteRollup.install`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import Any
 
-from streams.partials import MinutePartial
+from streams.partials import PARTIAL_COLUMNS, SKETCH_FIELDS, TIME_SUM_FIELDS, MinutePartial
 
 __all__ = [
     "GROUPINGS",
+    "SKETCH_COLUMNS",
+    "STORED_COLUMNS",
     "MinuteRollup",
     "RowKey",
     "StoredRow",
+    "StoredRowData",
     "apply_increments",
     "group_keys",
 ]
@@ -44,14 +47,36 @@ _GROUPING_ITEMS = tuple(GROUPINGS.items())
 RowKey = tuple[int, str, str, str, str, str, str, int, int]
 # (minute, lag_minutes, team, channel, region, priority, segment): see streams.deltas
 _Cell = tuple[int, int, str, str, str, str, str]
+# (key, values, sketches, version) of a stored row, as loaded from storage
+StoredRowData = tuple[RowKey, dict[str, int], dict[str, dict[int, int]], int]
+
+
+_TEMPLATES: dict[
+    tuple[str, str, str, str, str], tuple[tuple[str, str, str, str, str, str], ...]
+] = {}
+
+
+def _templates(dims: tuple[str, str, str, str, str]) -> tuple[tuple[str, ...], ...]:
+    """(grouping, team, channel, region, priority, segment) of every grouping, cached."""
+    found = _TEMPLATES.get(dims)
+    if found is None:
+        found = tuple(
+            (name, *(d if k else "" for d, k in zip(dims, keep, strict=True)))
+            for name, keep in _GROUPING_ITEMS
+        )
+        if len(_TEMPLATES) > 100_000:
+            _TEMPLATES.clear()
+        _TEMPLATES[dims] = found  # type: ignore[assignment]
+    return found
 
 
 def group_keys(partition: int, cell: _Cell) -> Iterator[RowKey]:
     """The row of every grouping a cell lands in; '' = not part of the grouping."""
-    minute, lag, *dims = cell
-    for name, keep in _GROUPING_ITEMS:
-        t, ch, r, p, s = (d if k else "" for d, k in zip(dims, keep, strict=True))
-        yield (partition, name, t, ch, r, p, s, minute, lag)
+    minute, lag = cell[0], cell[1]
+    head = (partition,)
+    tail = (minute, lag)
+    for template in _templates(cell[2:]):  # type: ignore[arg-type]
+        yield head + template + tail  # type: ignore[misc]
 
 
 def apply_increments(partial: MinutePartial, inc: dict[str, int]) -> None:
@@ -75,11 +100,64 @@ def apply_increments(partial: MinutePartial, inc: dict[str, int]) -> None:
             setattr(partial, name, getattr(partial, name) + value)
 
 
-@dataclass(slots=True)
+# Column names of a stored row (kpi_minute_partials): time sums are integer microseconds.
+STORED_COLUMNS: tuple[str, ...] = tuple(
+    f"{c}_us" if c in TIME_SUM_FIELDS else c for c in PARTIAL_COLUMNS
+)
+SKETCH_COLUMNS = frozenset(SKETCH_FIELDS)
+
+
 class StoredRow:
-    partial: MinutePartial
-    version: int
-    dirty: bool = False
+    """One minute row as the sink keeps it: sparse integer values and sketch buckets.
+
+    ``values`` maps stored column names (``opened``, ``frt_sum_us``, ...) to integers and
+    ``sketches`` sketch column names to ``{bucket: count}``; absent means 0. Merging a delta
+    cell touches only the fields it carries, and integer microseconds make every sum exact
+    in any order.
+    """
+
+    __slots__ = ("dirty", "sketches", "values", "version")
+
+    def __init__(
+        self,
+        values: dict[str, int] | None = None,
+        sketches: dict[str, dict[int, int]] | None = None,
+        version: int = -1,
+        dirty: bool = False,
+    ) -> None:
+        self.values: dict[str, int] = values if values is not None else {}
+        self.sketches: dict[str, dict[int, int]] = sketches if sketches is not None else {}
+        self.version = version
+        self.dirty = dirty
+
+    def merge(self, cell: dict[str, Any]) -> None:
+        """Add a delta cell (stored column names; sketches as ``{bucket: count}``)."""
+        values = self.values
+        for name, value in cell.items():
+            if name in SKETCH_COLUMNS:
+                bins = self.sketches.get(name)
+                if bins is None:
+                    self.sketches[name] = dict(value)
+                else:
+                    for k, c in value.items():
+                        bins[k] = bins.get(k, 0) + c
+            else:
+                values[name] = values.get(name, 0) + value
+
+    def column(self, name: str) -> Any:
+        """The value of one stored column (a sketch as a key-sorted map)."""
+        if name in SKETCH_COLUMNS:
+            bins = self.sketches.get(name, {})
+            return {k: bins[k] for k in sorted(bins)}
+        return self.values.get(name, 0)
+
+    def to_partial(self) -> MinutePartial:
+        """The row as a MinutePartial (KPI formulas, tests)."""
+        row: dict[str, Any] = {}
+        for name, stored in zip(PARTIAL_COLUMNS, STORED_COLUMNS, strict=True):
+            value = self.column(stored)
+            row[name] = value / _US if name in TIME_SUM_FIELDS else value
+        return MinutePartial.from_row(row)
 
 
 class MinuteRollup:
@@ -96,43 +174,41 @@ class MinuteRollup:
         loaded = self._loaded
         return {pm for pm in pairs if pm not in loaded}
 
-    def install(
-        self, pairs: Iterable[tuple[int, int]], rows: Iterable[tuple[RowKey, MinutePartial, int]]
-    ) -> None:
-        """Record stored rows (``key, partial, version``) and mark their minutes loaded."""
-        for key, partial, version in rows:
+    def install(self, pairs: Iterable[tuple[int, int]], rows: Iterable[StoredRowData]) -> None:
+        """Record stored rows (``key, values, sketches, version``); mark their minutes loaded."""
+        for key, values, sketches, version in rows:
             current = self.rows.get(key)
             if current is None or current.version < version:
-                self.rows[key] = StoredRow(partial, version)
+                self.rows[key] = StoredRow(values, sketches, version)
         self._loaded.update(pairs)
 
     def apply(
-        self, partition: int, offset: int, cells: Iterable[tuple[_Cell, MinutePartial]]
+        self, partition: int, offset: int, cells: Iterable[tuple[_Cell, dict[str, Any]]]
     ) -> tuple[int, int]:
-        """Fold one delta message's cells; returns (rows updated, rows already holding it)."""
-        merged: dict[RowKey, MinutePartial] = {}
-        for cell, partial in cells:
-            for key in group_keys(partition, cell):
-                acc = merged.get(key)
-                if acc is None:
-                    merged[key] = partial.copy()
-                else:
-                    acc.merge(partial)
-        applied = skipped = 0
+        """Fold one delta message's cells; returns (rows updated, rows already holding it).
+
+        Every update a batch makes to a row is in one message, so a row whose version is
+        not below ``offset`` already holds this message, unless this very call touched it.
+        """
         rows = self.rows
-        for key, partial in merged.items():
-            row = rows.get(key)
-            if row is None:
-                rows[key] = StoredRow(partial, offset, True)
-            elif offset <= row.version:
-                skipped += 1
-                continue
-            else:
-                row.partial.merge(partial)
+        touched: set[RowKey] = set()
+        skipped: set[RowKey] = set()
+        for cell, values in cells:
+            for key in group_keys(partition, cell):
+                if key in touched:
+                    rows[key].merge(values)
+                    continue
+                row = rows.get(key)
+                if row is None:
+                    row = rows[key] = StoredRow()
+                elif offset <= row.version:
+                    skipped.add(key)
+                    continue
+                row.merge(values)
                 row.version = offset
                 row.dirty = True
-            applied += 1
-        return applied, skipped
+                touched.add(key)
+        return len(touched), len(skipped)
 
     def dirty(self) -> list[tuple[RowKey, StoredRow]]:
         return [(k, r) for k, r in self.rows.items() if r.dirty]

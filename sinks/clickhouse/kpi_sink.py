@@ -20,12 +20,12 @@ from typing import Any, Protocol
 import orjson
 
 from pipeline.core.logs import kv
-from pipeline.core.metrics import Metrics
+from pipeline.core.metrics import Metrics, observe_many
 from sinks.base import BaseSink, SinkBackpressureError, SinkError
 from sinks.clickhouse import rows as R
 from sinks.clickhouse.store import Store, StoreUnavailable
 from streams.deltas import VERDICTS, DeltaMessage, decode_delta
-from streams.rollup import MinuteRollup, RowKey
+from streams.rollup import MinuteRollup, StoredRowData
 
 __all__ = ["KpiSink", "SinkRecord", "SinkTopics"]
 
@@ -184,11 +184,9 @@ class KpiSink(BaseSink[SinkRecord]):
         self.metrics.sink_cached_partials.set(len(self.rollup))
         if self._latency:
             now_ms = time.time() * 1000
-            observe = self.metrics.visibility_latency.observe
+            histogram = self.metrics.visibility_latency
             for ts, n in self._latency:
-                seconds = max(now_ms - ts, 0.0) / 1000
-                for _ in range(n):
-                    observe(seconds)
+                observe_many(histogram, max(now_ms - ts, 0.0) / 1000, n)
             self._latency.clear()
         return written
 
@@ -222,7 +220,7 @@ class KpiSink(BaseSink[SinkRecord]):
         if skipped:
             self.metrics.sink_contributions.labels("skipped").inc(skipped)
 
-    def _load(self, pairs: set[tuple[int, int]]) -> list[tuple[RowKey, Any, int]]:
+    def _load(self, pairs: set[tuple[int, int]]) -> list[StoredRowData]:
         by_partition: dict[int, list[int]] = defaultdict(list)
         for p, m in pairs:
             by_partition[p].append(m)
@@ -234,7 +232,7 @@ class KpiSink(BaseSink[SinkRecord]):
                 f"SELECT {cols} FROM {self._partials_table} FINAL "
                 f"WHERE source_partition = {int(p)} AND toUnixTimestamp(minute) IN ({stamps})"
             )
-            out.extend(R.row_to_partial(row) for row in rows)
+            out.extend(R.row_to_stored(row) for row in rows)
         return out
 
     def _load_verdicts(self, pairs: set[tuple[int, int]]) -> None:

@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from streams.conversation import ConversationState
-from streams.partials import PARTIAL_COLUMNS, SKETCH_FIELDS, TIME_SUM_FIELDS, MinutePartial
-from streams.rollup import RowKey, StoredRow
+from streams.rollup import SKETCH_COLUMNS, STORED_COLUMNS, RowKey, StoredRow, StoredRowData
 
 __all__ = [
     "FACT_COLUMNS",
@@ -18,7 +17,7 @@ __all__ = [
     "fact_row",
     "minute_dt",
     "partial_columns",
-    "row_to_partial",
+    "row_to_stored",
     "utc",
 ]
 
@@ -33,11 +32,7 @@ KEY_COLUMNS = (
     "minute",
     "lag_minutes",
 )
-_TIME_SUMS = frozenset(TIME_SUM_FIELDS)
-_SKETCHES = frozenset(SKETCH_FIELDS)
-# Stored column names: time sums are integer microseconds in ClickHouse (exact sums).
-STORED = tuple(f"{c}_us" if c in _TIME_SUMS else c for c in PARTIAL_COLUMNS)
-PARTIAL_INSERT_COLUMNS = (*KEY_COLUMNS, "version", *STORED)
+PARTIAL_INSERT_COLUMNS = (*KEY_COLUMNS, "version", *STORED_COLUMNS)
 FACT_COLUMNS = (
     "conversation_id",
     "source_partition",
@@ -90,14 +85,19 @@ def minute_number(value: Any) -> int:
     return int(value) // 60
 
 
-def row_to_partial(row: Sequence[Any]) -> tuple[RowKey, MinutePartial, int]:
-    """A stored row (``PARTIAL_INSERT_COLUMNS`` order) as (key, partial, version)."""
+def row_to_stored(row: Sequence[Any]) -> StoredRowData:
+    """A stored row (``PARTIAL_INSERT_COLUMNS`` order) as (key, values, sketches, version)."""
     n_key = len(KEY_COLUMNS)
     p, grouping, team, channel, region, priority, segment, minute, lag = row[:n_key]
     version = int(row[n_key])
-    values = dict(zip(PARTIAL_COLUMNS, row[n_key + 1 :], strict=True))
-    for name in TIME_SUM_FIELDS:
-        values[name] = int(values[name]) / 1e6
+    values: dict[str, int] = {}
+    sketches: dict[str, dict[int, int]] = {}
+    for name, value in zip(STORED_COLUMNS, row[n_key + 1 :], strict=True):
+        if name in SKETCH_COLUMNS:
+            if value:
+                sketches[name] = {int(k): int(c) for k, c in value.items()}
+        elif value:
+            values[name] = int(value)
     key: RowKey = (
         int(p),
         grouping,
@@ -109,28 +109,31 @@ def row_to_partial(row: Sequence[Any]) -> tuple[RowKey, MinutePartial, int]:
         minute_number(minute),
         int(lag),
     )
-    return key, MinutePartial.from_row(values), version
+    return key, values, sketches, version
 
 
 def partial_columns(dirty: Sequence[tuple[RowKey, StoredRow]]) -> list[list[Any]]:
     """Column-oriented insert data for ``PARTIAL_INSERT_COLUMNS``."""
-    columns: list[list[Any]] = [[] for _ in PARTIAL_INSERT_COLUMNS]
-    for key, stored in dirty:
-        p, grouping, team, channel, region, priority, segment, minute, lag = key
-        head = (p, grouping, team, channel, region, priority, segment, minute_dt(minute), lag)
-        for i, v in enumerate(head):
-            columns[i].append(v)
-        base = len(head)
-        columns[base].append(stored.version)
-        partial = stored.partial
-        for j, name in enumerate(PARTIAL_COLUMNS, start=base + 1):
-            value = getattr(partial, name)
-            if name in _SKETCHES:
-                value = value.to_map()
-            elif name in _TIME_SUMS:
-                value = round(value * 1_000_000)
-            columns[j].append(value)
+    n_key = len(KEY_COLUMNS)
+    keys = [key for key, _ in dirty]
+    columns: list[list[Any]] = (
+        [list(col) for col in zip(*keys, strict=True)] if keys else [[] for _ in KEY_COLUMNS]
+    )
+    minutes = columns[7]
+    columns[7] = [minute_dt(m) for m in minutes]
+    columns.append([stored.version for _, stored in dirty])
+    rows = [stored for _, stored in dirty]
+    for name in STORED_COLUMNS:
+        if name in SKETCH_COLUMNS:
+            columns.append([_sorted_map(r.sketches.get(name)) for r in rows])
+        else:
+            columns.append([r.values.get(name, 0) for r in rows])
+    assert len(columns) == n_key + 1 + len(STORED_COLUMNS)
     return columns
+
+
+def _sorted_map(bins: dict[int, int] | None) -> dict[int, int]:
+    return {k: bins[k] for k in sorted(bins)} if bins else {}
 
 
 def fact_row(key: bytes, partition: int, offset: int, st: dict[str, Any]) -> tuple[Any, ...]:

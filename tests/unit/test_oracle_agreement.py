@@ -29,9 +29,9 @@ import pytest
 from pipeline.core.errors import InvalidEvent
 from pipeline.core.events import parse_event
 from streams.deltas import DeltaMessage, decode_delta
-from streams.partials import PARTIAL_COLUMNS, SKETCH_FIELDS, TIME_SUM_FIELDS, MinutePartial
+from streams.partials import PARTIAL_COLUMNS, MinutePartial
 from streams.rollup import GROUPINGS as PIPELINE_GROUPINGS
-from streams.rollup import MinuteRollup, RowKey
+from streams.rollup import SKETCH_COLUMNS, STORED_COLUMNS, MinuteRollup, RowKey
 from tests import oracle
 from tests.oracle import COUNT_NAMES, GROUPINGS, Oracle, recompute
 from tests.runtime_sim import (
@@ -126,31 +126,33 @@ def fold(rollup: MinuteRollup, deltas: Iterable[DeltaMessage]) -> MinuteRollup:
     return rollup
 
 
-StoredRows = list[tuple[RowKey, dict[str, Any], int]]
+StoredRows = list[tuple[RowKey, list[Any], int]]
 
 
 def store_rows(rollup: MinuteRollup) -> StoredRows:
-    """What ClickHouse holds after a flush (time sums as integer microseconds)."""
-    out: StoredRows = []
-    for key, row in rollup.rows.items():
-        values = row.partial.to_row()
-        for name in TIME_SUM_FIELDS:
-            values[name] = round(values[name] * US)
-        out.append((key, json.loads(json.dumps(values)), row.version))
-    return out
+    """What ClickHouse holds after a flush: every stored column, through JSON."""
+    return [
+        (key, json.loads(json.dumps([row.column(c) for c in STORED_COLUMNS])), row.version)
+        for key, row in rollup.rows.items()
+    ]
 
 
 def load_rows(stored: StoredRows) -> MinuteRollup:
     """A restarted sink that loaded every stored row."""
     rollup = MinuteRollup()
     rows = []
-    for key, values, version in stored:
-        values = dict(values)
-        for name in TIME_SUM_FIELDS:
-            values[name] = values[name] / US
-        for name in SKETCH_FIELDS:
-            values[name] = {int(k): v for k, v in values[name].items()}
-        rows.append((key, MinutePartial.from_row(values), version))
+    for key, columns, version in stored:
+        values = {
+            c: v
+            for c, v in zip(STORED_COLUMNS, columns, strict=True)
+            if c not in SKETCH_COLUMNS and v
+        }
+        sketches = {
+            c: {int(k): n for k, n in v.items()}
+            for c, v in zip(STORED_COLUMNS, columns, strict=True)
+            if c in SKETCH_COLUMNS and v
+        }
+        rows.append((key, values, sketches, version))
     rollup.install({(k[0], k[7]) for k, _, _ in stored}, rows)
     return rollup
 
@@ -168,7 +170,7 @@ def by_oracle_key(rollup: MinuteRollup) -> dict[tuple[str, tuple[str, ...], int]
         kept = GROUPINGS[grouping]
         assert all(dims[d] == "" for d in DIMS if d not in kept), (grouping, dims)
         key = (grouping, tuple(dims[d] for d in kept), minute)
-        merged.setdefault(key, MinutePartial()).merge(row.partial)
+        merged.setdefault(key, MinutePartial()).merge(row.to_partial())
     return merged
 
 
@@ -670,8 +672,8 @@ def test_the_sink_skips_deltas_it_already_holds() -> None:
     deltas = compute(stream).deltas()
     once = fold(MinuteRollup(), deltas)
     twice = fold(fold(MinuteRollup(), deltas), deltas)
-    assert {k: r.partial.to_row() for k, r in once.rows.items()} == {
-        k: r.partial.to_row() for k, r in twice.rows.items()
+    assert {k: (r.values, r.sketches) for k, r in once.rows.items()} == {
+        k: (r.values, r.sketches) for k, r in twice.rows.items()
     }
     assert not mismatches(recompute(stream), twice)
 
