@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from streams.partials import SKETCH_FIELDS
+from streams.rollup import CellValues, cell_values
 from streams.sketch import QuantileSketch
 
 __all__ = [
@@ -46,14 +47,6 @@ _LATENCY_BUCKET_MS = 100
 
 # (minute, lag_minutes, team, channel, region, priority, segment)
 CellKey = tuple[int, int, str, str, str, str, str]
-
-
-def _cell_from_json(data: dict[str, Any]) -> dict[str, Any]:
-    for name in _SKETCHES:
-        bins = data.get(name)
-        if bins is not None:
-            data[name] = {int(k): c for k, c in bins.items()}
-    return data
 
 
 _TIME_SAMPLES = ("frt", "reply", "resolution")
@@ -106,8 +99,9 @@ class _Cell:
             else:
                 counts[name] = counts.get(name, 0) + value
 
-    def to_json(self) -> dict[str, Any]:
-        """Non-zero stored columns (``kpi_minute_partials`` names; sums in microseconds)."""
+    def finish(self) -> dict[str, Any]:
+        """Non-zero stored columns (``kpi_minute_partials`` names; sums in microseconds;
+        sketches as ``{bucket: count}``)."""
         out: dict[str, Any] = dict(self.counts)
         for kind, values in self.samples.items():
             out[f"{kind}_count"] = len(values)
@@ -115,8 +109,46 @@ class _Cell:
             sketch = QuantileSketch()
             for v in values:
                 sketch.add(_seconds(v))
-            out[f"{kind}_sketch"] = {str(k): c for k, c in sketch.to_map().items()}
+            out[f"{kind}_sketch"] = sketch.to_map()
         return out
+
+
+def _merge_into(target: dict[str, Any], cell: dict[str, Any]) -> None:
+    for name, value in cell.items():
+        if name in _SKETCHES:
+            bins = target.get(name)
+            if bins is None:
+                target[name] = dict(value)
+            else:
+                for k, c in value.items():
+                    bins[k] = bins.get(k, 0) + c
+        else:
+            target[name] = target.get(name, 0) + value
+
+
+def base_rows(cells: dict[CellKey, _Cell]) -> dict[CellKey, dict[str, Any]]:
+    """Fine cells rolled up into the four *base* rows every grouping derives from.
+
+    (team, channel) feeds overall, team, channel and team_channel; region, priority and
+    segment each feed their own grouping. '' marks a dimension a base row does not keep
+    (contract values are never empty). A batch has far fewer base rows than fine cells,
+    which is what keeps the sink's work per event small.
+    """
+    out: dict[CellKey, dict[str, Any]] = {}
+    for (minute, lag, team, channel, region, priority, segment), cell in cells.items():
+        values = cell.finish()
+        for key in (
+            (minute, lag, team, channel, "", "", ""),
+            (minute, lag, "", "", region, "", ""),
+            (minute, lag, "", "", "", priority, ""),
+            (minute, lag, "", "", "", "", segment),
+        ):
+            target = out.get(key)
+            if target is None:
+                out[key] = {k: (dict(v) if k in _SKETCHES else v) for k, v in values.items()}
+            else:
+                _merge_into(target, values)
+    return out
 
 
 class BatchDelta:
@@ -161,8 +193,10 @@ class BatchDelta:
     ) -> list[bytes]:
         """The delta messages of this batch (at least one: progress travels with it)."""
         groups: dict[tuple[int, int], list[Any]] = {}
-        for key, cell in self.cells.items():
-            groups.setdefault((key[0], key[1]), []).append([*key, cell.to_json()])
+        for key, values in base_rows(self.cells).items():
+            for name in _SKETCHES & values.keys():
+                values[name] = {str(k): c for k, c in values[name].items()}
+            groups.setdefault((key[0], key[1]), []).append([*key, values])
         chunks: list[list[Any]] = [[]]
         for rows in groups.values():
             if chunks[-1] and len(chunks[-1]) + len(rows) > max_cells:
@@ -197,7 +231,7 @@ class DeltaMessage:
     watermark_us: int | None
     progress_us: int | None
     idle: bool
-    cells: list[tuple[CellKey, dict[str, Any]]] = field(default_factory=list)
+    cells: list[tuple[CellKey, CellValues]] = field(default_factory=list)
     verdicts: list[tuple[int, list[int]]] = field(default_factory=list)
     # (Kafka timestamp in ms, rounded down to 100 ms; accepted events) for visibility latency
     latency: list[tuple[int, int]] = field(default_factory=list)
@@ -208,10 +242,10 @@ def decode_delta(raw: bytes) -> DeltaMessage:
     data = orjson.loads(raw)
     if not isinstance(data, dict) or data.get("v") != DELTA_FORMAT:
         raise ValueError(f"not a cxpulse delta (format {DELTA_FORMAT}) message")
-    cells: list[tuple[CellKey, dict[str, Any]]] = []
+    cells: list[tuple[CellKey, CellValues]] = []
     for minute, lag, team, channel, region, priority, segment, values in data["rows"]:
         key: CellKey = (minute, lag, team, channel, region, priority, segment)
-        cells.append((key, _cell_from_json(values)))
+        cells.append((key, cell_values(values)))
     verdicts = [(row[0], list(row[1:])) for row in data.get("verdicts", ())]
     latency = [(t, n) for t, n in data.get("lat", ())]
     return DeltaMessage(

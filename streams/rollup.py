@@ -13,6 +13,7 @@ then :meth:`MinuteRollup.install`).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -22,11 +23,15 @@ __all__ = [
     "GROUPINGS",
     "SKETCH_COLUMNS",
     "STORED_COLUMNS",
+    "VALUE_COLUMNS",
+    "VALUE_INDEX",
+    "CellValues",
     "MinuteRollup",
     "RowKey",
     "StoredRow",
     "StoredRowData",
     "apply_increments",
+    "cell_values",
     "group_keys",
 ]
 
@@ -48,7 +53,7 @@ RowKey = tuple[int, str, str, str, str, str, str, int, int]
 # (minute, lag_minutes, team, channel, region, priority, segment): see streams.deltas
 _Cell = tuple[int, int, str, str, str, str, str]
 # (key, values, sketches, version) of a stored row, as loaded from storage
-StoredRowData = tuple[RowKey, dict[str, int], dict[str, dict[int, int]], int]
+StoredRowData = tuple[RowKey, list[int], dict[str, dict[int, int]], int]
 
 
 _TEMPLATES: dict[
@@ -56,13 +61,27 @@ _TEMPLATES: dict[
 ] = {}
 
 
+_FROM_TEAM_CHANNEL = ("overall", "team", "channel", "team_channel")
+
+
 def _templates(dims: tuple[str, str, str, str, str]) -> tuple[tuple[str, ...], ...]:
-    """(grouping, team, channel, region, priority, segment) of every grouping, cached."""
+    """(grouping, team, channel, region, priority, segment) of every grouping a delta row
+    feeds, cached. A row with every dimension set feeds all seven groupings; a *base* row
+    (see ``streams.deltas.base_rows``, '' = dimension not kept) feeds those it determines:
+    (team, channel) the overall, team, channel and team_channel rows; region, priority or
+    segment alone their own grouping."""
     found = _TEMPLATES.get(dims)
     if found is None:
+        team, channel, region, priority, segment = dims
+        if team and not (region or priority or segment):
+            names: tuple[str, ...] = _FROM_TEAM_CHANNEL
+        elif not team and not channel and sum(bool(d) for d in dims[2:]) == 1:
+            names = ("region",) if region else ("priority",) if priority else ("segment",)
+        else:
+            names = tuple(GROUPINGS)
         found = tuple(
-            (name, *(d if k else "" for d, k in zip(dims, keep, strict=True)))
-            for name, keep in _GROUPING_ITEMS
+            (name, *(d if k else "" for d, k in zip(dims, GROUPINGS[name], strict=True)))
+            for name in names
         )
         if len(_TEMPLATES) > 100_000:
             _TEMPLATES.clear()
@@ -107,49 +126,72 @@ STORED_COLUMNS: tuple[str, ...] = tuple(
 SKETCH_COLUMNS = frozenset(SKETCH_FIELDS)
 
 
-class StoredRow:
-    """One minute row as the sink keeps it: sparse integer values and sketch buckets.
+VALUE_COLUMNS: tuple[str, ...] = tuple(c for c in STORED_COLUMNS if c not in SKETCH_COLUMNS)
+VALUE_INDEX: dict[str, int] = {name: i for i, name in enumerate(VALUE_COLUMNS)}
+_N_VALUES = len(VALUE_COLUMNS)
+_add = operator.add
 
-    ``values`` maps stored column names (``opened``, ``frt_sum_us``, ...) to integers and
-    ``sketches`` sketch column names to ``{bucket: count}``; absent means 0. Merging a delta
-    cell touches only the fields it carries, and integer microseconds make every sum exact
-    in any order.
+# A delta cell as the sink folds it: dense integer values (VALUE_COLUMNS order) and the
+# sketch buckets it carries (None when it has no time sample).
+CellValues = tuple[list[int], dict[str, dict[int, int]] | None]
+
+
+def cell_values(sparse: dict[str, Any]) -> CellValues:
+    """A delta cell's JSON (non-zero stored columns) in the dense form rows merge."""
+    values = [0] * _N_VALUES
+    sketches: dict[str, dict[int, int]] | None = None
+    for name, value in sparse.items():
+        if name in SKETCH_COLUMNS:
+            if sketches is None:
+                sketches = {}
+            sketches[name] = {int(k): c for k, c in value.items()}
+        else:
+            values[VALUE_INDEX[name]] = value
+    return values, sketches
+
+
+class StoredRow:
+    """One minute row as the sink keeps it: dense integers and sketch buckets.
+
+    ``values`` holds the integer columns in ``VALUE_COLUMNS`` order (counts, score sums,
+    time sums in microseconds: every sum exact in any order); ``sketches`` maps sketch
+    columns to ``{bucket: count}``. Merging adds two lists element-wise, in C.
     """
 
     __slots__ = ("dirty", "sketches", "values", "version")
 
     def __init__(
         self,
-        values: dict[str, int] | None = None,
+        values: list[int] | None = None,
         sketches: dict[str, dict[int, int]] | None = None,
         version: int = -1,
         dirty: bool = False,
     ) -> None:
-        self.values: dict[str, int] = values if values is not None else {}
+        self.values: list[int] = values if values is not None else [0] * _N_VALUES
         self.sketches: dict[str, dict[int, int]] = sketches if sketches is not None else {}
         self.version = version
         self.dirty = dirty
 
-    def merge(self, cell: dict[str, Any]) -> None:
-        """Add a delta cell (stored column names; sketches as ``{bucket: count}``)."""
-        values = self.values
-        for name, value in cell.items():
-            if name in SKETCH_COLUMNS:
-                bins = self.sketches.get(name)
+    def merge(self, cell: CellValues) -> None:
+        """Add a delta cell (see :func:`cell_values`)."""
+        values, sketches = cell
+        self.values[:] = map(_add, self.values, values)
+        if sketches:
+            mine = self.sketches
+            for name, add in sketches.items():
+                bins = mine.get(name)
                 if bins is None:
-                    self.sketches[name] = dict(value)
+                    mine[name] = dict(add)
                 else:
-                    for k, c in value.items():
+                    for k, c in add.items():
                         bins[k] = bins.get(k, 0) + c
-            else:
-                values[name] = values.get(name, 0) + value
 
     def column(self, name: str) -> Any:
         """The value of one stored column (a sketch as a key-sorted map)."""
         if name in SKETCH_COLUMNS:
             bins = self.sketches.get(name, {})
             return {k: bins[k] for k in sorted(bins)}
-        return self.values.get(name, 0)
+        return self.values[VALUE_INDEX[name]]
 
     def to_partial(self) -> MinutePartial:
         """The row as a MinutePartial (KPI formulas, tests)."""
@@ -183,7 +225,7 @@ class MinuteRollup:
         self._loaded.update(pairs)
 
     def apply(
-        self, partition: int, offset: int, cells: Iterable[tuple[_Cell, dict[str, Any]]]
+        self, partition: int, offset: int, cells: Iterable[tuple[_Cell, CellValues]]
     ) -> tuple[int, int]:
         """Fold one delta message's cells; returns (rows updated, rows already holding it).
 

@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from streams.conversation import ConversationState
-from streams.rollup import SKETCH_COLUMNS, STORED_COLUMNS, RowKey, StoredRow, StoredRowData
+from streams.rollup import (
+    SKETCH_COLUMNS,
+    STORED_COLUMNS,
+    VALUE_INDEX,
+    RowKey,
+    StoredRow,
+    StoredRowData,
+)
 
 __all__ = [
     "FACT_COLUMNS",
@@ -90,14 +97,14 @@ def row_to_stored(row: Sequence[Any]) -> StoredRowData:
     n_key = len(KEY_COLUMNS)
     p, grouping, team, channel, region, priority, segment, minute, lag = row[:n_key]
     version = int(row[n_key])
-    values: dict[str, int] = {}
+    values: list[int] = []
     sketches: dict[str, dict[int, int]] = {}
     for name, value in zip(STORED_COLUMNS, row[n_key + 1 :], strict=True):
         if name in SKETCH_COLUMNS:
             if value:
                 sketches[name] = {int(k): int(c) for k, c in value.items()}
-        elif value:
-            values[name] = int(value)
+        else:
+            values.append(int(value))
     key: RowKey = (
         int(p),
         grouping,
@@ -123,11 +130,14 @@ def partial_columns(dirty: Sequence[tuple[RowKey, StoredRow]]) -> list[list[Any]
     columns[7] = [minute_dt(m) for m in minutes]
     columns.append([stored.version for _, stored in dirty])
     rows = [stored for _, stored in dirty]
+    dense = list(zip(*(r.values for r in rows), strict=True)) if rows else []
     for name in STORED_COLUMNS:
         if name in SKETCH_COLUMNS:
             columns.append([_sorted_map(r.sketches.get(name)) for r in rows])
+        elif dense:
+            columns.append(list(dense[VALUE_INDEX[name]]))
         else:
-            columns.append([r.values.get(name, 0) for r in rows])
+            columns.append([])
     assert len(columns) == n_key + 1 + len(STORED_COLUMNS)
     return columns
 

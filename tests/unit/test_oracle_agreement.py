@@ -142,11 +142,9 @@ def load_rows(stored: StoredRows) -> MinuteRollup:
     rollup = MinuteRollup()
     rows = []
     for key, columns, version in stored:
-        values = {
-            c: v
-            for c, v in zip(STORED_COLUMNS, columns, strict=True)
-            if c not in SKETCH_COLUMNS and v
-        }
+        values = [
+            v for c, v in zip(STORED_COLUMNS, columns, strict=True) if c not in SKETCH_COLUMNS
+        ]
         sketches = {
             c: {int(k): n for k, n in v.items()}
             for c, v in zip(STORED_COLUMNS, columns, strict=True)
