@@ -25,7 +25,7 @@ from pipeline.core.errors import InvalidEvent
 from pipeline.core.events import Event, parse_event
 from pipeline.core.logs import kv
 from pipeline.core.metrics import Metrics
-from streams.conversation import Contribution, ConversationState
+from streams.conversation import Contribution, ConversationState, fact_fields
 from streams.deltas import BatchDelta
 from streams.expiry import ExpiryIndex
 from streams.gate import PartitionGate, Verdict
@@ -213,10 +213,12 @@ class ConversationLogic:
         self.last_offset = last
         changelog: dict[bytes, bytes | None] = {}
         wm = gate.watermark_us
+        facts = delta.facts
         for key, st in changed.items():
             changelog[key] = orjson.dumps(
                 {"p": partition, "o": st.last_offset, "wm": wm, "s": st.to_json()}
             )
+            facts.append(fact_fields(key, partition, st))
         self._sweep(changelog, changed)
         changelog[PARTITION_KEY] = self._partition_record()
         for body in delta.encode(

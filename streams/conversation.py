@@ -19,6 +19,7 @@ __all__ = [
     "Contribution",
     "ConversationState",
     "apply_event",
+    "fact_fields",
 ]
 
 # "the stated defaults apply only to a value never given"; team and channel have none.
@@ -134,6 +135,33 @@ class ConversationState:
             last_offset=data["off"],
             event_ids=list(data["ids"]),
         )
+
+
+def fact_fields(key: bytes, partition: int, state: ConversationState) -> list[Any]:
+    """One ``conversation_facts`` row of a conversation's state (the compute side builds it,
+    so the sink never decodes states): conversation id, source partition, version (source
+    offset), dimensions, customer, status, times in microseconds, counts."""
+    team, channel, region, priority, segment = state.dims()
+    return [
+        key.decode("utf-8", "replace"),
+        partition,
+        state.last_offset,
+        team,
+        channel,
+        region,
+        priority,
+        segment,
+        state.customer_id or "",
+        state.customer_value,
+        "resolved" if state.resolved else "open",
+        state.opened_us,
+        state.wait_start_us,
+        1 if state.first_pending else 0,
+        state.human_messages,
+        state.reopens,
+        len(state.event_ids),
+        state.last_event_us,
+    ]
 
 
 def _duration(delta_us: int) -> int:

@@ -154,11 +154,13 @@ def base_rows(cells: dict[CellKey, _Cell]) -> dict[CellKey, dict[str, Any]]:
 class BatchDelta:
     """Accumulates one batch of one partition (the compute side)."""
 
-    __slots__ = ("cells", "latency", "partition", "verdicts")
+    __slots__ = ("cells", "facts", "latency", "partition", "verdicts")
 
     def __init__(self, partition: int) -> None:
         self.partition = partition
         self.cells: dict[CellKey, _Cell] = {}
+        # One conversation_facts row per conversation the batch changed (FACT_FIELDS order).
+        self.facts: list[list[Any]] = []
         self.verdicts: dict[int, list[int]] = {}  # arrival minute -> counts in VERDICTS order
         self.latency: dict[int, int] = {}  # Kafka timestamp / 100 ms -> accepted events
 
@@ -194,9 +196,13 @@ class BatchDelta:
         """The delta messages of this batch (at least one: progress travels with it)."""
         groups: dict[tuple[int, int], list[Any]] = {}
         for key, values in base_rows(self.cells).items():
-            for name in _SKETCHES & values.keys():
-                values[name] = {str(k): c for k, c in values[name].items()}
-            groups.setdefault((key[0], key[1]), []).append([*key, values])
+            dense, sketches = cell_values(values)
+            wire = (
+                {n: {str(k): c for k, c in b.items()} for n, b in sketches.items()}
+                if sketches
+                else None
+            )
+            groups.setdefault((key[0], key[1]), []).append([*key, dense, wire])
         chunks: list[list[Any]] = [[]]
         for rows in groups.values():
             if chunks[-1] and len(chunks[-1]) + len(rows) > max_cells:
@@ -218,6 +224,9 @@ class BatchDelta:
                 body["verdicts"] = [[m, *c] for m, c in self.verdicts.items()]
                 body["lat"] = [[b * _LATENCY_BUCKET_MS, n] for b, n in self.latency.items()]
             out.append(orjson.dumps(body))
+        facts = self.facts
+        for i in range(0, len(facts), max_cells):
+            out.append(orjson.dumps({**head, "rows": [], "facts": facts[i : i + max_cells]}))
         return out
 
 
@@ -235,6 +244,7 @@ class DeltaMessage:
     verdicts: list[tuple[int, list[int]]] = field(default_factory=list)
     # (Kafka timestamp in ms, rounded down to 100 ms; accepted events) for visibility latency
     latency: list[tuple[int, int]] = field(default_factory=list)
+    facts: list[list[Any]] = field(default_factory=list)
 
 
 def decode_delta(raw: bytes) -> DeltaMessage:
@@ -243,9 +253,10 @@ def decode_delta(raw: bytes) -> DeltaMessage:
     if not isinstance(data, dict) or data.get("v") != DELTA_FORMAT:
         raise ValueError(f"not a cxpulse delta (format {DELTA_FORMAT}) message")
     cells: list[tuple[CellKey, CellValues]] = []
-    for minute, lag, team, channel, region, priority, segment, values in data["rows"]:
+    for minute, lag, team, channel, region, priority, segment, dense, wire in data["rows"]:
         key: CellKey = (minute, lag, team, channel, region, priority, segment)
-        cells.append((key, cell_values(values)))
+        sketches = {n: {int(k): c for k, c in b.items()} for n, b in wire.items()} if wire else None
+        cells.append((key, (dense, sketches)))
     verdicts = [(row[0], list(row[1:])) for row in data.get("verdicts", ())]
     latency = [(t, n) for t, n in data.get("lat", ())]
     return DeltaMessage(
@@ -258,4 +269,5 @@ def decode_delta(raw: bytes) -> DeltaMessage:
         cells=cells,
         verdicts=verdicts,
         latency=latency,
+        facts=data.get("facts", []),
     )

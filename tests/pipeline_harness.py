@@ -162,7 +162,6 @@ class PipelineHarness:
             f"{self.app_id}-compute": [self.topics["events"]],
             f"{self.app_id}-sink": [
                 self.topics["deltas"],
-                self.topics["conversation_log"],
                 self.topics["dead_letter"],
                 self.topics["late_events"],
             ],

@@ -7,7 +7,7 @@ for the sink), because Faust's per-message stream path tops out far below a bare
 - ``compute`` (consumer group ``<app_id>-compute``): any number of workers split the
   events topic's partitions; per batch and partition, one Kafka transaction carries the
   conversation-log records, the minute deltas, dead letters, late events and the offsets.
-- ``sink`` (``<app_id>-sink``): reads deltas, the conversation log and the side topics and
+- ``sink`` (``<app_id>-sink``): reads the minute deltas and the side topics and
   owns the ClickHouse writes. With embedded chDB exactly one sink process runs (one engine
   per path); with a server DSN several sink workers may split the partitions.
 
@@ -156,7 +156,7 @@ def _sink_app(app: faust.App, settings: Settings, worker_id: str, metrics: Metri
         sink,
         SinkRunnerConfig(
             group_id=group,
-            topics=(t.deltas, t.conversation_log, t.dead_letter, t.late_events),
+            topics=(t.deltas, t.dead_letter, t.late_events),
             partition_topic=t.deltas,
             instance_id=f"{group}-{worker_id}",
             batch_max_messages=settings.sink.batch_max_messages,

@@ -1,5 +1,9 @@
 """The ClickHouse sink: minute deltas -> minute rows, plus facts, progress and side tables.
 
+Everything it writes comes from the delta messages and the side topics; it never decodes
+conversation states (the compute role ships each changed conversation's facts row in the
+batch's deltas).
+
 ``add`` parses and buffers (no I/O); ``flush`` (1) loads the stored rows of minutes it has
 not seen, (2) folds the buffered deltas in, skipping any a row already holds (version
 check, see ``streams.rollup``), (3) upserts every changed row with its new version, then
@@ -16,8 +20,6 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any, Protocol
-
-import orjson
 
 from pipeline.core.logs import kv
 from pipeline.core.metrics import Metrics, observe_many
@@ -68,7 +70,7 @@ class KpiSink(BaseSink[SinkRecord]):
         self.rollup = MinuteRollup()
         self._deltas: list[DeltaMessage] = []
         self._latency: list[tuple[int, int]] = []  # (event Kafka ms, count) awaiting a write
-        self._facts: dict[bytes, tuple[Any, ...]] = {}  # key -> row (newest version)
+        self._facts: dict[str, tuple[Any, ...]] = {}  # conversation -> row (newest version)
         self._dead: list[tuple[Any, ...]] = []
         self._late: list[tuple[Any, ...]] = []
         self._progress: dict[int, tuple[Any, ...]] = {}  # partition -> row (newest)
@@ -86,8 +88,6 @@ class KpiSink(BaseSink[SinkRecord]):
         t = self.topics
         if topic == t.deltas:
             self._add_delta(record)
-        elif topic == t.conversation_log:
-            self._add_log(record)
         elif topic in (t.dead_letter, t.late_events):
             self._add_side(record)
 
@@ -105,6 +105,12 @@ class KpiSink(BaseSink[SinkRecord]):
             return
         self._deltas.append(delta)
         self._latency.extend(delta.latency)
+        facts = self._facts
+        for fields in delta.facts:
+            key, offset = fields[0], fields[2]
+            known = facts.get(key)
+            if known is None or known[2] < offset:
+                facts[key] = R.fact_row(fields)
         p = delta.partition
         if delta.watermark_us is not None:
             m = delta.watermark_us // 60_000_000
@@ -122,18 +128,6 @@ class KpiSink(BaseSink[SinkRecord]):
                     delta.offset,
                     delta.progress_us,
                 )
-
-    def _add_log(self, record: SinkRecord) -> None:
-        if not record.value or record.key is None:
-            return  # tombstone: an expired conversation (its facts row ages out by TTL)
-        value = orjson.loads(record.value)
-        state = value.get("s")
-        if state is None:
-            return  # the partition's own record (watermark, progress)
-        offset = int(value["o"])
-        known = self._facts.get(record.key)
-        if known is None or known[2] < offset:
-            self._facts[record.key] = R.fact_row(record.key, int(value["p"]), offset, state)
 
     def _add_side(self, record: SinkRecord) -> None:
         h = {k: v for k, v in (record.headers or ())}

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from streams.conversation import ConversationState
 from streams.rollup import (
     SKETCH_COLUMNS,
     STORED_COLUMNS,
@@ -146,26 +145,10 @@ def _sorted_map(bins: dict[int, int] | None) -> dict[int, int]:
     return {k: bins[k] for k in sorted(bins)} if bins else {}
 
 
-def fact_row(key: bytes, partition: int, offset: int, st: dict[str, Any]) -> tuple[Any, ...]:
-    """One ``conversation_facts`` row from a conversation-log state (``FACT_COLUMNS``)."""
-    team, channel, region, priority, segment = ConversationState.from_json(st).dims()
-    return (
-        key.decode("utf-8", "replace"),
-        partition,
-        offset,
-        team,
-        channel,
-        region,
-        priority,
-        segment,
-        st.get("customer_id") or "",
-        st.get("customer_value"),
-        "resolved" if st.get("rs") else "open",
-        utc(st.get("o")),
-        utc(st.get("w")),
-        1 if st.get("f") else 0,
-        st.get("h", 0),
-        st.get("rc", 0),
-        len(st.get("ids", ())),
-        utc(st.get("t")),
-    )
+def fact_row(fields: Sequence[Any]) -> tuple[Any, ...]:
+    """One ``conversation_facts`` row (``FACT_COLUMNS``) from the compute role's fact fields
+    (``streams.conversation.fact_fields``: times in microseconds)."""
+    f = list(fields)
+    for i in (11, 12, 17):  # opened_at, waiting_since, last_event_at
+        f[i] = utc(f[i])
+    return tuple(f)

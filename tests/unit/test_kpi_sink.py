@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -19,13 +18,11 @@ from sinks.clickhouse.kpi_sink import KpiSink
 from sinks.clickhouse.migrate import migrate
 from sinks.clickhouse.store import Capabilities, ClickHouseStore, StoreUnavailable
 from sinks.runner import SinkRunner, SinkRunnerConfig
-from streams.conversation import ConversationState
+from streams.conversation import ConversationState, fact_fields
 from streams.deltas import BatchDelta
 
-TOPICS = SimpleNamespace(
-    deltas="deltas", conversation_log="log", dead_letter="dlq", late_events="late"
-)
-LOG, DLQ, LATE, DELTAS = "log", "dlq", "late", "deltas"
+TOPICS = SimpleNamespace(deltas="deltas", dead_letter="dlq", late_events="late")
+DLQ, LATE, DELTAS = "dlq", "late", "deltas"
 MINUTE = 29_400_000  # some minute since the epoch
 NOW_MS = int(time.time() * 1000)  # side tables have a TTL on the source time: keep it recent
 
@@ -41,6 +38,11 @@ class Rec:
     value: bytes | None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
     timestamp: int = NOW_MS
+
+
+def feed(sink: KpiSink, records: list[Rec]) -> None:
+    for record in records:
+        sink.add(record)
 
 
 class FlakyStore(ClickHouseStore):
@@ -78,24 +80,20 @@ def sink_factory(store: ClickHouseStore, registry: CollectorRegistry) -> KpiSink
     )
 
 
-def delta(partition: int, offset: int, team: str, inc: dict[str, int], lag: int = 0) -> Rec:
+def delta(partition: int, offset: int, team: str, inc: dict[str, int], lag: int = 0) -> list[Rec]:
     """One delta message: one event of ``team`` in MINUTE, processed at offset ``offset``."""
     batch = BatchDelta(partition)
     batch.add((MINUTE, lag, team, "chat", "emea", "normal", "smb"), inc)
     batch.count(NOW_MS, "accepted")  # arrival time: recent (the table's TTL)
-    (body,) = batch.encode(
+    state = ConversationState(team=team, last_event_us=MINUTE * 60_000_000, last_offset=offset)
+    batch.facts.append(fact_fields(b"conv", partition, state))
+    body, facts = batch.encode(
         first_offset=offset,
         offset=offset,
         watermark_us=MINUTE * 60_000_000,
         progress_us=MINUTE * 60_000_000 + offset,
     )
-    return Rec(DELTAS, partition, offset, None, body)
-
-
-def log_record(partition: int, offset: int, team: str) -> Rec:
-    state = ConversationState(team=team, last_event_us=MINUTE * 60_000_000, last_offset=offset)
-    value = {"p": partition, "o": offset, "wm": MINUTE * 60_000_000, "s": state.to_json()}
-    return Rec(LOG, partition, offset, b"conv", orjson.dumps(value))
+    return [Rec(DELTAS, partition, offset, None, body), Rec(DELTAS, partition, offset, None, facts)]
 
 
 def overall(store: ClickHouseStore) -> tuple[int, int, int]:
@@ -117,8 +115,7 @@ def test_outage_keeps_the_batch_and_writes_it_once_back(
     store = FlakyStore(chdb_client, chdb_database)
     sink = sink_factory(store, registry)
     for offset in range(5):
-        sink.add(delta(0, offset, "billing", {"events": 1, "opened": 1}))
-        sink.add(log_record(0, offset, "billing"))
+        feed(sink, delta(0, offset, "billing", {"events": 1, "opened": 1}))
     store.down = True
     for _ in range(3):
         with pytest.raises(SinkBackpressureError):
@@ -130,9 +127,8 @@ def test_outage_keeps_the_batch_and_writes_it_once_back(
     # A restarted sink re-reads the same contributions: every row already holds them.
     again = sink_factory(FlakyStore(chdb_client, chdb_database), CollectorRegistry())
     for offset in range(5):
-        again.add(delta(0, offset, "billing", {"events": 1, "opened": 1}))
-    again.add(delta(0, 5, "billing", {"events": 1, "frt": 2_000_000}))
-    again.add(log_record(0, 5, "billing"))
+        feed(again, delta(0, offset, "billing", {"events": 1, "opened": 1}))
+    feed(again, delta(0, 5, "billing", {"events": 1, "frt": 2_000_000}))
     again.flush()
     assert overall(store) == (6, 5, 1)
     verdicts = store.query(
@@ -157,7 +153,7 @@ def test_outage_during_the_insert_after_the_fold(
     """Contributions are folded once even if the insert that follows fails."""
     store = FlakyStore(chdb_client, chdb_database)
     sink = sink_factory(store, registry)
-    sink.add(delta(1, 10, "tech", {"events": 1, "opened": 1}))
+    feed(sink, delta(1, 10, "tech", {"events": 1, "opened": 1}))
     original_insert = store.insert
 
     def failing_insert(*args: Any) -> int:
@@ -200,7 +196,7 @@ def test_an_outage_pauses_the_partitions_then_resumes(
 ) -> None:
     store = FlakyStore(chdb_client, chdb_database)
     sink = sink_factory(store, registry)
-    sink.add(delta(0, 1, "billing", {"events": 1}))
+    feed(sink, delta(0, 1, "billing", {"events": 1}))
     store.down = True
     settings = Settings()
     runner = SinkRunner(
@@ -237,7 +233,7 @@ def test_an_outage_pauses_the_partitions_then_resumes(
 def test_fatal_errors_are_not_retried(chdb_client: Any, chdb_database: str) -> None:
     store = BrokenStore(chdb_client, chdb_database)
     sink = sink_factory(store, CollectorRegistry())
-    sink.add(delta(0, 1, "billing", {"events": 1}))
+    feed(sink, delta(0, 1, "billing", {"events": 1}))
     with pytest.raises(SinkError):
         sink.flush()
 
