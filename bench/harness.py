@@ -88,3 +88,15 @@ def histogram_quantiles(text: str, name: str, qs: Sequence[float]) -> dict[float
     for q in qs:
         out[q] = next((le for le, count in ordered if count >= q * total), float("nan"))
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a live process has used so far (all its threads)."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks

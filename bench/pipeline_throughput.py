@@ -38,6 +38,7 @@ from kafka import KafkaProducer, TopicPartition  # noqa: E402
 from bench.harness import (  # noqa: E402
     committed,
     consumer_process_rate,
+    cpu_seconds,
     histogram_quantiles,
     rss_peak_mb,
     scrape,
@@ -144,6 +145,8 @@ def compute_alone(h: PipelineHarness, n: int) -> tuple[float, float]:
     timed_until(lambda: committed(h.bootstrap, group, tps) >= n, 1800)
     rate = (n - first_n) / (time.perf_counter() - first_t)
     rss = rss_peak_mb(proc.pid)
+    cpu = cpu_seconds(proc.pid)
+    print(f"    CPU used: {cpu:.1f}s ({cpu / n * 1e6:.1f} us per event, start-up included)")
     h.stop(proc)
     return rate, rss
 
@@ -160,6 +163,12 @@ def whole_pipeline(h: PipelineHarness, n: int) -> tuple[float, float, float]:
     h.wait_drained(timeout=1800, settle=0.1)
     rate = (n - first_n) / (time.perf_counter() - first_t)
     rss = (rss_peak_mb(compute.pid), rss_peak_mb(sink.pid))
+    cpu = (cpu_seconds(compute.pid), cpu_seconds(sink.pid))
+    print(
+        f"    CPU used: compute {cpu[0]:.1f}s, sink {cpu[1]:.1f}s "
+        f"({cpu[0] / n * 1e6:.1f} and {cpu[1] / n * 1e6:.1f} us per event, start-up included)",
+        flush=True,
+    )
     h.stop(compute)
     h.stop(sink)
     return rate, rss[0], rss[1]

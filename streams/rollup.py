@@ -242,8 +242,16 @@ class MinuteRollup:
                     continue
                 row = rows.get(key)
                 if row is None:
-                    row = rows[key] = StoredRow()
-                elif offset <= row.version:
+                    dense, sketches = values
+                    rows[key] = StoredRow(
+                        list(dense),
+                        {n: dict(b) for n, b in sketches.items()} if sketches else None,
+                        offset,
+                        True,
+                    )
+                    touched.add(key)
+                    continue
+                if offset <= row.version:
                     skipped.add(key)
                     continue
                 row.merge(values)
