@@ -23,6 +23,7 @@ from pipeline.core.errors import ConfigError
 
 __all__ = [
     "ClickHouseSettings",
+    "CustomerSettings",
     "KafkaSettings",
     "KpiSettings",
     "PortSettings",
@@ -151,6 +152,38 @@ class KpiSettings(BaseModel):
         }
 
 
+class CustomerSettings(BaseModel):
+    """Customer health, at-risk reasons and feedback follow-ups. Env: ``CXPULSE_CUSTOMERS__<FIELD>``.
+
+    Windows are event time, relative to the customer partition's watermark (the greatest
+    ``occurred_at`` among the customer facts it has read). A customer is at risk while any
+    reason holds over the trailing ``window_days``.
+    """
+
+    model_config = _FROZEN
+
+    facts_topic: str = "cxpulse.customer-facts"
+    log_topic: str = "cxpulse.customer-log"
+    followups_topic: str = "cxpulse.feedback-followups"
+    window_days: int = Field(30, ge=1)
+    # A repeat contact: an open at t_o after a resolve of the same customer at t_r,
+    # t_r < t_o <= t_r + repeat_contact_days.
+    repeat_contact_days: int = Field(7, ge=1)
+    # At-risk reasons (inclusive thresholds).
+    at_risk_csat_max: int = Field(2, ge=1, le=5)
+    at_risk_nps_max: int = Field(6, ge=0, le=10)
+    at_risk_reopens_min: int = Field(2, ge=1)
+    at_risk_repeat_contacts_min: int = Field(3, ge=1)
+    at_risk_urgent_breaches_min: int = Field(1, ge=1)
+    # Feedback follow-ups: answers at or below these scores are published once.
+    followup_csat_max: int = Field(2, ge=1, le=5)
+    followup_nps_max: int = Field(6, ge=0, le=10)
+    followup_ces_max: int = Field(3, ge=1, le=7)
+    # The risk history stays correctable this long behind the watermark (facts from
+    # source partitions lagging by less than this land at their own event time).
+    history_correction_hours: int = Field(24, ge=0)
+
+
 class PortSettings(BaseModel):
     """HTTP ports. Env: ``CXPULSE_PORTS__<FIELD>``; 0 disables that endpoint."""
 
@@ -183,6 +216,7 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     sink: SinkSettings = SinkSettings()
     kpi: KpiSettings = KpiSettings()
+    customers: CustomerSettings = CustomerSettings()
     ports: PortSettings = PortSettings()
 
     @classmethod
