@@ -308,7 +308,7 @@ class Index:
             "reasons": [list(x) for x in self.reasons(T)],
             "value": self.value(T),
             "segment": self.segment(T),
-            "last": self.times[-1] if self.times else None,
+            "last": self.times[-1] if self.times else None,  # the caller may narrow it
         }
 
     # ------------------------------------------------------------------ over time

@@ -139,6 +139,7 @@ def evaluate(cs: CustomerState, watermark_us: int, rules: Rules) -> int | None:
     if cs.facts and cs.facts[0].t <= horizon:
         cs.facts = [f for f in cs.facts if f.t > horizon]
         cs.positions = {(f.p, f.o) for f in cs.facts}
+    summary["last"] = cs.facts[-1].t if cs.facts else None  # within the retention horizon
     cs.evaluated_us = w
     cs.base = base
     cs.written = written
