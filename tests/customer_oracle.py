@@ -288,7 +288,8 @@ class _Observe(_Recompute):
                     float(fields["customer_value"]) if "customer_value" in fields else None,
                 )
             )
-        limits = dict(zip(("survey.csat", "survey.nps", "survey.ces"), self.params.followup))
+        surveys = ("survey.csat", "survey.nps", "survey.ces")
+        limits = dict(zip(surveys, self.params.followup, strict=True))
         if kind in limits and fields["score"] <= limits[kind]:
             self.followups[(event.conversation_id, event.event_id)] = {
                 "survey": kind[7:],

@@ -218,6 +218,11 @@ def worker(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write injected incidents (JSON).",
 )
+@click.option(
+    "--customers-truth",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the churn-prone customers at risk at the end, and why (JSON).",
+)
 @click.option("--malformed-rate", type=float, default=0.0, show_default=True)
 @click.option("--duplicate-rate", type=float, default=0.0, show_default=True)
 @click.option("--late-rate", type=float, default=0.0, show_default=True)

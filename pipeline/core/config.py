@@ -153,7 +153,7 @@ class KpiSettings(BaseModel):
 
 
 class CustomerSettings(BaseModel):
-    """Customer health, at-risk reasons and feedback follow-ups. Env: ``CXPULSE_CUSTOMERS__<FIELD>``.
+    """Customer health, at-risk reasons, follow-ups. Env: ``CXPULSE_CUSTOMERS__<FIELD>``.
 
     Windows are event time, relative to the customer partition's watermark (the greatest
     ``occurred_at`` among the customer facts it has read). A customer is at risk while any

@@ -144,15 +144,19 @@ def run_simulation(
     stop: threading.Event | None = None,
     seasonality: bool | None = None,
     preroll: float = 0.0,
+    customers_truth: Path | None = None,
 ) -> dict[str, Any]:
     """Generate events and send them to Kafka or ``output``; returns a summary.
 
     Live mode simulates ``preroll`` seconds before now as well: those events (the recent
     past, with conversations already under way) are sent at once, the rest in real time.
+    ``customers_truth``: write the churn-prone customers at risk at the last event and why
+    (:class:`pipeline.simulator.customers.CustomerLedger`).
     """
     from tqdm import tqdm
 
     from pipeline.simulator import (
+        CustomerLedger,
         SimulationParams,
         ground_truth,
         parse_incident,
@@ -189,6 +193,7 @@ def run_simulation(
         truth.parent.mkdir(parents=True, exist_ok=True)
         truth.write_text(json.dumps(ground_truth(params), indent=2, default=str))
 
+    ledger = CustomerLedger(params) if customers_truth is not None else None
     sink: KafkaSender | None = None
     fh: IO[str] | None = None
     if output is not None:
@@ -203,7 +208,7 @@ def run_simulation(
     try:
         with tqdm(total=round(total_s), desc="simulate", unit="s(event time)", disable=None) as bar:
             shown = 0
-            for ev in simulate(params):
+            for ev in simulate(params, ledger.observe if ledger is not None else None):
                 if stop is not None and stop.is_set():
                     break
                 offset_s = (ev.arrival - start).total_seconds()
@@ -226,6 +231,9 @@ def run_simulation(
             fh.close()
         if sink is not None:
             sink.close()
+    if ledger is not None and customers_truth is not None:
+        customers_truth.parent.mkdir(parents=True, exist_ok=True)
+        customers_truth.write_text(json.dumps(ledger.truth(), indent=2))
     elapsed = time.monotonic() - wall_start
     sent = sum(counts.values())
     report = {
