@@ -36,7 +36,6 @@ KINDS_ALWAYS = (
 class Params:
     window_days: float = 30
     repeat_days: float = 7
-    correction_hours: float = 24
     csat_max: int = 2
     nps_max: int = 6
     reopens_min: int = 2
@@ -172,11 +171,7 @@ class CustomerOracle:
             f = max(answers, key=lambda f: (f.t, f.partition, f.offset))
             return (f.score, f.t)
 
-        kept = [
-            f.t
-            for f in self.facts[customer]
-            if f.t > T - self.params.horizon - round(self.params.correction_hours * 3600e6)
-        ]
+        kept = [f.t for f in self.facts[customer] if f.t > T - self.params.horizon]
         return {
             "as_of": T,
             "opened": sum(f.type == "conversation.opened" for f in win),

@@ -179,9 +179,10 @@ class CustomerSettings(BaseModel):
     followup_csat_max: int = Field(2, ge=1, le=5)
     followup_nps_max: int = Field(6, ge=0, le=10)
     followup_ces_max: int = Field(3, ge=1, le=7)
-    # The risk history stays correctable this long behind the watermark (facts from
-    # source partitions lagging by less than this land at their own event time).
-    history_correction_hours: int = Field(24, ge=0)
+    # The risk history is exact (every change at its own event time) while the source
+    # partitions' event times are less than this apart; beyond it, a fact from a lagging
+    # partition changes the history from the oldest time still open instead.
+    history_max_skew_hours: int = Field(7 * 24, ge=1)
 
 
 class PortSettings(BaseModel):

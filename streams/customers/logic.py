@@ -4,13 +4,15 @@ One :class:`CustomerLogic` per partition of ``cxpulse.customer-facts`` (the runt
 :class:`~streams.runtime.contracts.PartitionLogic`). Per batch it
 
 1. decodes the facts and advances the partition's event-time watermark W (the greatest
-   ``occurred_at`` among the facts it has read);
+   ``occurred_at`` among the facts it has read) and, per source partition, the greatest
+   ``occurred_at`` read from it (which bounds what that partition can still send: the
+   frozen boundary of the risk history, see :mod:`streams.customers.state`);
 2. adds each customer's new facts to their state (a fact seen before, by source position,
    changes nothing: duplicates never count twice);
 3. evaluates every customer that got new facts, and every customer whose status can change
    by W alone (a fact leaving the 30-day window: the *due* index), at W;
 4. returns one changelog entry per evaluated customer (its new state, or a tombstone when
-   it expired) plus the watermark under :data:`META_KEY`.
+   it expired) plus the watermarks under :data:`META_KEY`.
 
 Deterministic in (state, messages), as the runtime requires; the results do not depend on
 how facts of different source partitions interleave (see :mod:`streams.customers.state`).
@@ -19,6 +21,7 @@ how facts of different source partitions interleave (see :mod:`streams.customers
 from __future__ import annotations
 
 import heapq
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +57,7 @@ class CustomerLogic:
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
         self.watermark_us: int | None = None
+        self.source_max: dict[int, int] = {}  # source partition -> greatest occurred_at read
         self.stats = CustomerStats()
         self._due: dict[bytes, int] = {}  # key -> the time its status can change next
         self._heap: list[tuple[int, bytes]] = []  # (due, key); stale entries are skipped
@@ -62,7 +66,9 @@ class CustomerLogic:
         """Recover the watermark and the due index from the committed state."""
         for key, value in state.items():
             if key == META_KEY:
-                self.watermark_us = int(value)
+                meta = json.loads(value)
+                self.watermark_us = meta["w"]
+                self.source_max = {int(p): t for p, t in meta["s"].items()}
                 continue
             cs = CustomerState.from_bytes(value)
             due = next_due(cs, self.rules)
@@ -76,6 +82,7 @@ class CustomerLogic:
     def process(self, messages: Sequence[InputMessage], state: StateReader) -> BatchResult:
         incoming: dict[bytes, list[CustomerFact]] = {}
         wm = self.watermark_us
+        source_max = dict(self.source_max)
         for msg in messages:
             if msg.value is None:
                 raise FactError(f"customer facts {msg.partition}/{msg.offset}: empty value")
@@ -85,8 +92,11 @@ class CustomerLogic:
                 raise FactError(f"customer facts {msg.partition}/{msg.offset}: {exc}") from None
             for fact in facts:
                 self.stats.facts += 1
-                if wm is None or fact.occurred_us > wm:
-                    wm = fact.occurred_us
+                t = fact.occurred_us
+                if wm is None or t > wm:
+                    wm = t
+                if t > source_max.get(fact.partition, t - 1):
+                    source_max[fact.partition] = t
                 incoming.setdefault(fact.customer_id.encode("utf-8"), []).append(fact)
         result = BatchResult()
         if wm is None:
@@ -105,9 +115,10 @@ class CustomerLogic:
                 raw = state.get(key)
                 if raw is not None:
                     changed[key] = CustomerState.from_bytes(raw)
+        frozen = self.frozen_boundary(wm, source_max)
         for key, cs in changed.items():
             self.stats.evaluated += 1
-            due = evaluate(cs, wm, self.rules)
+            due = evaluate(cs, wm, frozen, self.rules)
             if due is None:
                 self._due.pop(key, None)
                 result.changelog[key] = None
@@ -115,10 +126,23 @@ class CustomerLogic:
             else:
                 self._schedule(key, due)
                 result.changelog[key] = cs.to_bytes()
-        if wm != self.watermark_us:
-            result.changelog[META_KEY] = str(wm).encode()
+        if wm != self.watermark_us or source_max != self.source_max:
+            meta = {"w": wm, "s": {str(p): t for p, t in sorted(source_max.items())}}
+            result.changelog[META_KEY] = json.dumps(meta, separators=(",", ":")).encode()
             self.watermark_us = wm
+            self.source_max = source_max
         return result
+
+    def frozen_boundary(self, wm: int, source_max: dict[int, int]) -> int:
+        """The newest event time no fact can still change: every source partition has gone
+        past it by more than the allowed lateness (or W - max_skew, whichever is later)."""
+        rules = self.rules
+        floor = wm - rules.max_skew_us
+        if len(source_max) >= rules.source_partitions:
+            low = min(source_max.values()) - rules.lateness_us - 1
+            if low > floor:
+                floor = low
+        return min(floor, wm)
 
     def _schedule(self, key: bytes, due: int) -> None:
         if self._due.get(key) != due:

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from pipeline.core.config import CustomerSettings
+from pipeline.core.config import Settings
 from streams.customers.facts import CustomerFact
 
 __all__ = [
@@ -60,7 +60,9 @@ class Rules:
 
     window_us: int = 30 * DAY_US
     repeat_us: int = 7 * DAY_US
-    correction_us: int = 24 * HOUR_US
+    max_skew_us: int = 7 * DAY_US  # the history stays open at most this far behind W
+    lateness_us: int = 600_000_000  # the compute role's allowed lateness
+    source_partitions: int = 4  # partitions of the events topic (all must be heard from)
     csat_max: int = 2
     nps_max: int = 6
     reopens_min: int = 2
@@ -73,16 +75,19 @@ class Rules:
         return self.window_us + self.repeat_us
 
     @property
-    def retain_us(self) -> int:
-        """Facts kept in state: the derivation horizon plus the history's correction span."""
-        return self.derive_us + self.correction_us
+    def expire_us(self) -> int:
+        """A customer's state is deleted this long after their last fact (by W)."""
+        return self.derive_us + self.max_skew_us + 1
 
     @classmethod
-    def from_settings(cls, s: CustomerSettings) -> Rules:
+    def from_settings(cls, settings: Settings) -> Rules:
+        s = settings.customers
         return cls(
             window_us=s.window_days * DAY_US,
             repeat_us=s.repeat_contact_days * DAY_US,
-            correction_us=s.history_correction_hours * HOUR_US,
+            max_skew_us=s.history_max_skew_hours * HOUR_US,
+            lateness_us=settings.kpi.allowed_lateness_seconds * 1_000_000,
+            source_partitions=settings.topics.partitions,
             csat_max=s.at_risk_csat_max,
             nps_max=s.at_risk_nps_max,
             reopens_min=s.at_risk_reopens_min,
@@ -308,7 +313,7 @@ class Index:
             "reasons": [list(x) for x in self.reasons(T)],
             "value": self.value(T),
             "segment": self.segment(T),
-            "last": self.times[-1] if self.times else None,  # the caller may narrow it
+            "last": self.times[-1] if self.times and self.times[-1] > lo - r.repeat_us else None,
         }
 
     # ------------------------------------------------------------------ over time
@@ -326,10 +331,17 @@ class Index:
         return sorted(x for x in pts if (lo is None or x > lo) and x <= hi)
 
     def timeline(self, lo: int | None, hi: int, before: Status) -> list[tuple[int, Status]]:
-        """Transitions (at, new status) in (lo, hi], given the status ``before`` at lo."""
+        """Transitions (at, new status) in (lo, hi], given the status ``before`` at lo.
+
+        lo + 1 is always a point: a fact older than lo (later than the history allows)
+        changes the status from there on.
+        """
         out = []
         prev = before
-        for x in self.change_points(lo, hi):
+        points = self.change_points(lo, hi)
+        if lo is not None and lo + 1 <= hi and (not points or points[0] != lo + 1):
+            points.insert(0, lo + 1)
+        for x in points:
             s = self.status(x)
             if s != prev:
                 out.append((x, s))

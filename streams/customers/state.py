@@ -1,13 +1,13 @@
 """One customer's state, its evaluation at the partition watermark, and its log encoding.
 
-The state holds the customer's facts of the retention horizon (derivation horizon + the
-history's correction span), de-duplicated by source position, and the risk *timeline*: the
-transitions of the last correction span (``written`` filtered) plus the status in effect
-before it (``base``). Each evaluation at watermark W recomputes the timeline over
-(L, W], L = min(previous evaluation, W - correction), from the facts; transitions at or
-before L are final. So a fact arriving up to ``correction`` behind W (a source partition
-lagging behind the others) still lands at its own event time in the history, and with
-every fact that punctual the history is a function of the set of facts alone.
+The state holds the customer's facts (de-duplicated by source position) and the risk
+*timeline*. Transitions up to the partition's *frozen* boundary F are final; later ones
+are recomputed from the facts at every evaluation. The customer role sets F just below the
+oldest event time a fact may still carry: the smallest event time any source partition has
+reached, minus the compute role's allowed lateness (but never more than ``max_skew`` behind
+W). Facts from every source partition then land at their own event time, however far one
+partition lags behind another, and the history is a function of the set of facts alone.
+A fact older than F (a lag beyond ``max_skew``) changes the history from F + 1 on.
 
 The changelog value (JSON, versioned) is the state *and* what the sink writes: the health
 summary at W (``h``), the transitions of this evaluation (``tw``) and the transition times
@@ -45,10 +45,11 @@ class CustomerState:
 
     customer_id: str
     facts: list[Held] = field(default_factory=list)
-    evaluated_us: int | None = None  # the watermark of the last evaluation
-    base: Status = None  # status in effect at evaluated_us - correction
-    written: list[tuple[int, Status]] = field(default_factory=list)
-    gone: list[int] = field(default_factory=list)
+    evaluated_us: int | None = None  # W of the last evaluation
+    frozen_us: int | None = None  # transitions at or before it are final
+    base: Status = None  # the status in effect at frozen_us
+    written: list[tuple[int, Status]] = field(default_factory=list)  # by the last evaluation
+    gone: list[int] = field(default_factory=list)  # withdrawn by the last evaluation
     summary: dict[str, Any] | None = None
     positions: set[tuple[int, int]] = field(default_factory=set)
 
@@ -64,19 +65,13 @@ class CustomerState:
             added += 1
         return added
 
-    def open_transitions(self, rules: Rules) -> list[tuple[int, Status]]:
-        """The transitions still correctable: those after evaluated_us - correction."""
-        if self.evaluated_us is None:
-            return []
-        cut = self.evaluated_us - rules.correction_us
-        return [(at, s) for at, s in self.written if at > cut]
-
     def to_bytes(self) -> bytes:
         return _encode(
             {
                 "v": STATE_VERSION,
                 "c": self.customer_id,
                 "w": self.evaluated_us,
+                "z": self.frozen_us,
                 "f": [f.to_list() for f in self.facts],
                 "b": status_to_json(self.base),
                 "tw": [[at, status_to_json(s)] for at, s in self.written],
@@ -96,6 +91,7 @@ class CustomerState:
             customer_id=d["c"],
             facts=facts,
             evaluated_us=d["w"],
+            frozen_us=d["z"],
             base=status_from_json(d["b"]),
             written=[(at, status_from_json(s)) for at, s in d["tw"]],
             gone=list(d["g"]),
@@ -104,50 +100,44 @@ class CustomerState:
         )
 
 
-def evaluate(cs: CustomerState, watermark_us: int, rules: Rules) -> int | None:
-    """Bring ``cs`` to the watermark: timeline, summary, pruning.
+def evaluate(cs: CustomerState, watermark_us: int, frozen_us: int, rules: Rules) -> int | None:
+    """Bring ``cs`` to watermark W with the partition's frozen boundary F (F <= W).
 
-    Returns when ``cs`` must be evaluated again without new facts (its status can change
-    then), or None when it expired (delete it). A customer expires when nothing of them is
-    left within the retention horizon and the last record already showed an empty window,
-    so the final health row and the last transition are written before the state goes.
+    Recomputes the timeline after the customer's previous boundary, the summary at W, and
+    drops the facts no later evaluation needs. Returns when ``cs`` must be evaluated again
+    without new facts (its status can change then), or None when it expired (delete it):
+    nothing left in state and the last record already showed an empty window, so the final
+    health row and the last transition are out before the state goes.
     """
     index = Index(cs.facts, rules)
     w = watermark_us
-    if cs.evaluated_us is None:
-        lo: int | None = None
-        before: Status = None
-        old: list[tuple[int, Status]] = []
-    else:
-        lo = min(cs.evaluated_us, w - rules.correction_us)
-        old = cs.open_transitions(rules)
-        before = cs.base
-        for at, s in old:
-            if at <= lo:
-                before = s
+    lo = cs.frozen_us
+    before = cs.base
+    old = [(at, s) for at, s in cs.written if lo is None or at > lo]
     written = index.timeline(lo, w, before)
     new_ats = {at for at, _ in written}
-    gone = [at for at, _ in old if (lo is None or at > lo) and at not in new_ats]
+    gone = [at for at, _ in old if at not in new_ats]
+    frozen = frozen_us if lo is None or frozen_us > lo else lo
     base = before
-    cut = w - rules.correction_us
     for at, s in written:
-        if at <= cut:
+        if at <= frozen:
             base = s
     summary = index.summary(w)
     was_empty = is_empty(cs.summary)
-    horizon = w - rules.retain_us
+    # Points after the boundary read facts of the derivation horizon before them.
+    horizon = frozen - rules.derive_us
     if cs.facts and cs.facts[0].t <= horizon:
         cs.facts = [f for f in cs.facts if f.t > horizon]
         cs.positions = {(f.p, f.o) for f in cs.facts}
-    summary["last"] = cs.facts[-1].t if cs.facts else None  # within the retention horizon
     cs.evaluated_us = w
+    cs.frozen_us = frozen
     cs.base = base
     cs.written = written
     cs.gone = gone
     cs.summary = summary
     if not cs.facts and not written and not gone and was_empty and is_empty(summary):
         return None
-    # Pruned facts change nothing after the cut, so the index still answers for the rest.
+    # Pruned facts change nothing after the boundary, so the index still answers.
     return next_due(cs, rules, index)
 
 
@@ -160,5 +150,5 @@ def next_due(cs: CustomerState, rules: Rules, index: Index | None = None) -> int
     if not cs.facts:
         return w
     due = (index or Index(cs.facts, rules)).next_change(w)
-    expiry = cs.facts[-1].t + rules.retain_us
+    expiry = cs.facts[-1].t + rules.expire_us
     return expiry if due is None or expiry < due else due
