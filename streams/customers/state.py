@@ -106,8 +106,8 @@ def evaluate(cs: CustomerState, watermark_us: int, frozen_us: int, rules: Rules)
     Recomputes the timeline after the customer's previous boundary, the summary at W, and
     drops the facts no later evaluation needs. Returns when ``cs`` must be evaluated again
     without new facts (its status can change then), or None when it expired (delete it):
-    nothing left in state and the last record already showed an empty window, so the final
-    health row and the last transition are out before the state goes.
+    nothing left in state, and the last record already showed an empty window and every
+    transition, so the final health row and the last change are out before the state goes.
     """
     index = Index(cs.facts, rules)
     w = watermark_us
@@ -123,7 +123,7 @@ def evaluate(cs: CustomerState, watermark_us: int, frozen_us: int, rules: Rules)
         if at <= frozen:
             base = s
     summary = index.summary(w)
-    was_empty = is_empty(cs.summary)
+    was_empty = cs.summary is not None and is_empty(cs.summary)  # a first record is always out
     # Points after the boundary read facts of the derivation horizon before them.
     horizon = frozen - rules.derive_us
     if cs.facts and cs.facts[0].t <= horizon:
@@ -135,7 +135,8 @@ def evaluate(cs: CustomerState, watermark_us: int, frozen_us: int, rules: Rules)
     cs.written = written
     cs.gone = gone
     cs.summary = summary
-    if not cs.facts and not written and not gone and was_empty and is_empty(summary):
+    # Nothing left, and nothing the sink has not seen: the state can go.
+    if not cs.facts and written == old and not gone and was_empty and is_empty(summary):
         return None
     # Pruned facts change nothing after the boundary, so the index still answers.
     return next_due(cs, rules, index)
