@@ -120,7 +120,7 @@ class CustomerLogic:
             self.stats.evaluated += 1
             due = evaluate(cs, wm, frozen, self.rules)
             if due is None:
-                self._due.pop(key, None)
+                self._due.pop(key, None)  # its heap entries are skipped when they come up
                 result.changelog[key] = None
                 self.stats.expired += 1
             else:
@@ -148,6 +148,11 @@ class CustomerLogic:
         if self._due.get(key) != due:
             self._due[key] = due
             heapq.heappush(self._heap, (due, key))
+            if len(self._heap) > 2 * len(self._due) + 1024:
+                # Superseded entries wait for their time to be skipped; drop them now and
+                # then, so the heap stays within a few entries per customer.
+                self._heap = [(d, k) for k, d in self._due.items()]
+                heapq.heapify(self._heap)
 
 
 def _load(key: bytes, state: StateReader, customer_id: str) -> CustomerState:

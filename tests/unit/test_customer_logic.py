@@ -283,6 +283,14 @@ def test_a_fact_beyond_max_skew_changes_history_from_the_open_edge() -> None:
     assert status == (("csat_low",), ("billing",), None)
 
 
+def test_the_due_index_stays_small() -> None:
+    logic = CustomerLogic(RULES)
+    for i in range(5000):  # one customer whose next change keeps moving
+        logic._schedule(b"a", T0 + i)
+    assert len(logic._heap) <= 1026 and logic._due == {b"a": T0 + 4999}
+    assert min(logic._heap) == (T0 + 4999, b"a") or (T0 + 4999, b"a") in logic._heap
+
+
 def test_bad_fact_records_stop_the_batch() -> None:
     role = Role()
     msg = InputMessage("f", 0, 7, b"a", b'[1, {"x": 1}]', 0)
