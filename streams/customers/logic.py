@@ -111,7 +111,10 @@ class CustomerLogic:
         heap = self._heap
         while heap and heap[0][0] <= wm:
             due, key = heapq.heappop(heap)
-            if self._due.get(key) == due and key not in changed:
+            if self._due.get(key) != due:
+                continue  # superseded by a later schedule
+            del self._due[key]
+            if key not in changed:
                 raw = state.get(key)
                 if raw is not None:
                     changed[key] = CustomerState.from_bytes(raw)

@@ -291,6 +291,16 @@ def test_the_due_index_stays_small() -> None:
     assert min(logic._heap) == (T0 + 4999, b"a") or (T0 + 4999, b"a") in logic._heap
 
 
+def test_an_expiry_due_at_an_unchanged_watermark_is_kept() -> None:
+    """A state left without facts expires at the next batch, even if W does not move."""
+    role = Role(Rules(source_partitions=1))
+    role.batch([[fact("a", "reopened", T0, o=1)], [fact("a", "reopened", T0 + 1, o=2)]])
+    role.batch([[fact("b", "opened", T0 + 100 * DAY_US, o=3)]])  # "a": final record
+    assert role.state.get(b"a") is not None
+    role.batch([[fact("b", "csat", T0 + 100 * DAY_US - MIN, o=4, score=5)]])  # W unchanged
+    assert role.state.get(b"a") is None
+
+
 def test_bad_fact_records_stop_the_batch() -> None:
     role = Role()
     msg = InputMessage("f", 0, 7, b"a", b'[1, {"x": 1}]', 0)
