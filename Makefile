@@ -52,6 +52,7 @@ test: install kafka tools lint  ## the whole suite: lint, unit, integration (one
 bench: install kafka  ## benchmarks, ratios measured side by side (bench/README.md)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) bench/contract_throughput.py
+	$(PY) bench/customer_logic.py
 	$(PY) bench/query_latency.py
 	CXPULSE_PYTHON=$(PY) $(PY) bench/pipeline_throughput.py
 

@@ -276,6 +276,11 @@ def worker(
     help="Write injected incidents (JSON).",
 )
 @click.option(
+    "--customers-truth",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the churn-prone customers at risk at the end, and why (JSON).",
+)
+@click.option(
     "--malformed-rate", type=FRACTION, default=0.0, show_default=True, help="Share 0..1 (<1)."
 )
 @click.option(

@@ -35,6 +35,7 @@ from pipeline.core.secrets import check_dsn, read_secret_file, redact_dsn, secre
 __all__ = [
     "ClickHouseSettings",
     "ComputeSettings",
+    "CustomerSettings",
     "KafkaSettings",
     "KpiSettings",
     "PortSettings",
@@ -231,6 +232,39 @@ class KpiSettings(BaseModel):
         }
 
 
+class CustomerSettings(BaseModel):
+    """Customer health, at-risk reasons, follow-ups. Env: ``CXPULSE_CUSTOMERS__<FIELD>``.
+
+    Windows are event time, relative to the customer partition's watermark (the greatest
+    ``occurred_at`` among the customer facts it has read). A customer is at risk while any
+    reason holds over the trailing ``window_days``.
+    """
+
+    model_config = _FROZEN
+
+    facts_topic: str = "cxpulse.customer-facts"
+    log_topic: str = "cxpulse.customer-log"
+    followups_topic: str = "cxpulse.feedback-followups"
+    window_days: int = Field(30, ge=1)
+    # A repeat contact: an open at t_o after a resolve of the same customer at t_r,
+    # t_r < t_o <= t_r + repeat_contact_days.
+    repeat_contact_days: int = Field(7, ge=1)
+    # At-risk reasons (inclusive thresholds).
+    at_risk_csat_max: int = Field(2, ge=1, le=5)
+    at_risk_nps_max: int = Field(6, ge=0, le=10)
+    at_risk_reopens_min: int = Field(2, ge=1)
+    at_risk_repeat_contacts_min: int = Field(3, ge=1)
+    at_risk_urgent_breaches_min: int = Field(1, ge=1)
+    # Feedback follow-ups: answers at or below these scores are published once.
+    followup_csat_max: int = Field(2, ge=1, le=5)
+    followup_nps_max: int = Field(6, ge=0, le=10)
+    followup_ces_max: int = Field(3, ge=1, le=7)
+    # The risk history is exact (every change at its own event time) while the source
+    # partitions' event times are less than this apart; beyond it, a fact from a lagging
+    # partition changes the history from the oldest time still open instead.
+    history_max_skew_hours: int = Field(7 * 24, ge=1)
+
+
 class PortSettings(BaseModel):
     """HTTP ports. Env: ``CXPULSE_PORTS__<FIELD>``; 0 disables that endpoint."""
 
@@ -267,6 +301,7 @@ class Settings(BaseSettings):
     sink: SinkSettings = SinkSettings()
     compute: ComputeSettings = ComputeSettings()
     kpi: KpiSettings = KpiSettings()
+    customers: CustomerSettings = CustomerSettings()
     ports: PortSettings = PortSettings()
 
     @classmethod

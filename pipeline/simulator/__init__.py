@@ -4,6 +4,7 @@
 produces them (key = conversation id) and paces on ``arrival`` in real-time mode.
 """
 
+from pipeline.simulator.customers import CustomerLedger
 from pipeline.simulator.faults import MALFORMED_FAMILIES
 from pipeline.simulator.generator import (
     KINDS,
@@ -36,6 +37,7 @@ __all__ = [
     "MALFORMED_FAMILIES",
     "MEAN_EVENTS_PER_CONVERSATION",
     "ChannelProfile",
+    "CustomerLedger",
     "Incident",
     "LogNormal",
     "PriorityProfile",

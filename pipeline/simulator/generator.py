@@ -24,10 +24,18 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
+from pipeline.simulator.customers import (
+    CHURN_CES,
+    CHURN_CSAT,
+    CHURN_NPS,
+    CHURN_URGENT_PROBABILITY,
+    churn_prone,
+    low_answer_comment,
+)
 from pipeline.simulator.faults import malformed
 from pipeline.simulator.incidents import BREACH_CSAT_PENALTY, IncidentBook, to_us
 from pipeline.simulator.lifecycle import ConversationFlow
@@ -76,8 +84,11 @@ __all__ = [
 
 
 class _Simulation(ConversationFlow):
-    def __init__(self, params: SimulationParams) -> None:
+    def __init__(
+        self, params: SimulationParams, observer: Callable[[int, dict[str, Any]], None] | None
+    ) -> None:
         p = params
+        self.observer = observer
         self.p = p
         seed = p.seed
         self.arng = random.Random(f"cxpulse-arrivals:{seed}")
@@ -170,10 +181,13 @@ class _Simulation(ConversationFlow):
         idx = int(seg.population * arng.random() ** 2)
         c.customer_id = f"cus-{c.region}-{seg.name[:3]}-{idx:06d}"
         c.customer_value = self._customer_value(seg_i, region_i, idx)
+        c.churn = churn_prone(p.seed, seg_i, region_i, idx, p.churn_prone_share)
         c.breached = c.reopened = False
         return c
 
     def _start(self, c: _Conv) -> None:
+        if c.churn and self.rng.random() < CHURN_URGENT_PROBABILITY and "urgent" in self.prio_index:
+            c.prio = self.prio_index["urgent"]
         gen = self._conversation(c)
         first = next(gen)
         self._push(first[0], gen, first[1])
@@ -210,6 +224,7 @@ class _Simulation(ConversationFlow):
         c = self._new_conv(t, prev.region_i, team_i, channel_i)
         c.segment_i, c.segment = prev.segment_i, prev.segment
         c.customer_id, c.customer_value = prev.customer_id, prev.customer_value
+        c.churn = prev.churn
         self._start(c)
 
     def _survey_fields(self, c: _Conv, t: int, kind: str) -> dict[str, Any]:
@@ -220,7 +235,9 @@ class _Simulation(ConversationFlow):
         metric = kind[7:]
         target = book.value_at(metric, t, c.team_emitted, c.ch.name) if book.has(metric) else None
         if kind == "survey.csat":
-            if target is not None:
+            if target is None and c.churn:
+                sat = -1.0  # never satisfied
+            elif target is not None:
                 sat = target / 100.0
             else:
                 sat = p.csat_satisfied_share
@@ -231,25 +248,35 @@ class _Simulation(ConversationFlow):
             if rng.random() < sat:
                 score = 5 if rng.random() < 0.7 else 4
             else:
-                score = _pick_score(rng, _CSAT_LOW)
+                score = _pick_score(rng, CHURN_CSAT if c.churn and target is None else _CSAT_LOW)
         elif kind == "survey.nps":
             if target is not None:
                 x = target / 100.0
                 passive = min(0.30, 1.0 - abs(x))
                 promoter, detractor = (1 - passive + x) / 2, (1 - passive - x) / 2
+            elif c.churn:
+                promoter, detractor = 0.0, 1.0
             else:
                 promoter, detractor = p.nps_promoter_share, p.nps_detractor_share
             u = rng.random()
             if u < promoter:
                 score = 10 if rng.random() < 0.55 else 9
             elif u < promoter + detractor:
-                score = _pick_score(rng, _NPS_DETRACTOR)
+                score = _pick_score(
+                    rng, CHURN_NPS if c.churn and target is None else _NPS_DETRACTOR
+                )
             else:
                 score = 8 if rng.random() < 0.5 else 7
+        elif target is None and c.churn:
+            score = _pick_score(rng, CHURN_CES)
         else:
             easy = target / 100.0 if target is not None else p.ces_easy_share
             score = _pick_score(rng, _CES_EASY if rng.random() < easy else _CES_HARD)
-        return {"customer_id": c.customer_id, "score": score}
+        fields: dict[str, Any] = {"customer_id": c.customer_id, "score": score}
+        comment = low_answer_comment(rng, kind, score)
+        if comment is not None:
+            fields["comment"] = comment
+        return fields
 
     # ------------------------------------------------------------ conversations
 
@@ -294,6 +321,8 @@ class _Simulation(ConversationFlow):
                     if held and held.get(key) == arrival:
                         del held[key]
                     value = _dumps(data).encode()
+                    if self.observer is not None:
+                        self.observer(occ, data)
                     yield SimEvent(key, value, occ_dt, "valid", arr_dt, etype)
                     if extra_p and frng.random() < extra_p:
                         self._inject(out, frng, arrival, occ, key, etype, data, value)
@@ -362,13 +391,18 @@ class _Simulation(ConversationFlow):
                 break
 
 
-def simulate(params: SimulationParams | None = None) -> Iterator[SimEvent]:
+def simulate(
+    params: SimulationParams | None = None,
+    observer: Callable[[int, dict[str, Any]], None] | None = None,
+) -> Iterator[SimEvent]:
     """Stream the events of ``params`` in emission (arrival) order.
 
     Parameters are validated when the dataclass is built; the stream itself is lazy, so
     ``itertools.islice(simulate(p), 1000)`` of a 30-day history returns at once.
+    ``observer(event_time_us, payload)`` sees every valid event as it is emitted (for
+    ground truth, e.g. :class:`pipeline.simulator.customers.CustomerLedger`).
     """
-    return _Simulation(params if params is not None else SimulationParams()).run()
+    return _Simulation(params if params is not None else SimulationParams(), observer).run()
 
 
 def rate_for_events_per_second(eps: float, params: SimulationParams | None = None) -> float:

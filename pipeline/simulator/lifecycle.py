@@ -11,6 +11,11 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+from pipeline.simulator.customers import (
+    CHURN_REOPEN_PROBABILITY,
+    CHURN_REPEAT_PROBABILITY,
+    CHURN_SURVEY_RATE,
+)
 from pipeline.simulator.model import (
     _AGENT,
     _ASSIGNED,
@@ -203,15 +208,17 @@ class ConversationFlow:
                 break  # left open: the backlog grows
             items.append((t_res, _RESOLVED, None, _FX_NONE))
             for kind, rate, mu, sigma in self.survey_plan:
-                if rng.random() < rate:
+                if rng.random() < (max(rate, CHURN_SURVEY_RATE) if c.churn else rate):
                     delay = min(_SURVEY_CAP, int(exp(mu + sigma * gauss(0.0, 1.0))))
                     seq += 1
                     heapq.heappush(pending, (t_res + max(1, delay), seq, kind))
-            if rng.random() < p.repeat_contact_probability:
+            repeat_p = CHURN_REPEAT_PROBABILITY if c.churn else p.repeat_contact_probability
+            if rng.random() < repeat_p:
                 t_back = t_res + draw((math.log(2 * _DAY), 0.8))
                 if t_back < min(t_res + _REPEAT_CAP, self.end_us):
                     self._push(t_back, _FOLLOWUP, c)
-            if cycle + 1 >= _MAX_CYCLES or rng.random() >= p.reopen_probability:
+            reopen_p = CHURN_REOPEN_PROBABILITY if c.churn else p.reopen_probability
+            if cycle + 1 >= _MAX_CYCLES or rng.random() >= reopen_p:
                 break
             t_cycle = t_res + min(_REOPEN_CAP, draw((math.log(20 * _HOUR), 1.0)))
             items.append((t_cycle, _REOPENED, None, _FX_REOPEN))

@@ -180,6 +180,7 @@ class _Conv:
         "agent",
         "breached",
         "ch",
+        "churn",
         "cid",
         "customer_id",
         "customer_value",
@@ -213,6 +214,7 @@ class _Conv:
     customer_value: float
     breached: bool
     reopened: bool
+    churn: bool  # the customer is churn-prone (pipeline.simulator.customers)
 
 
 class _TimeFormatter:

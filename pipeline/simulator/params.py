@@ -245,6 +245,8 @@ class SimulationParams:
     resolve (at most two reopens), ``thanks_probability`` (a last customer message that the
     resolve discards), survey response rates per resolve. ``csat_satisfied_share`` is the
     4-5 share after a good experience; an FRT SLA breach or a reopen lowers it.
+    ``churn_prone_share`` of the customers are churn-prone: more urgent, reopened and
+    repeated conversations and low survey answers (``pipeline.simulator.customers``).
 
     Faults: ``malformed_rate`` and ``duplicate_rate`` are fractions of all emitted messages
     (sum < 1); ``late_rate`` is the fraction of valid events sent after their event time.
@@ -278,6 +280,7 @@ class SimulationParams:
     reopen_probability: float = 0.08
     thanks_probability: float = 0.3
     repeat_contact_probability: float = 0.06
+    churn_prone_share: float = 0.01
     csat_response_rate: float = 0.25
     nps_response_rate: float = 0.10
     ces_response_rate: float = 0.08
@@ -333,6 +336,7 @@ class SimulationParams:
             "reopen_probability",
             "thanks_probability",
             "repeat_contact_probability",
+            "churn_prone_share",
             "csat_response_rate",
             "nps_response_rate",
             "ces_response_rate",

@@ -152,16 +152,20 @@ def run_simulation(
     seasonality: bool | None = None,
     preroll: float = 0.0,
     tune: Callable[[Any], Any] | None = None,
+    customers_truth: Path | None = None,
 ) -> dict[str, Any]:
     """Generate events and send them to Kafka or ``output``; returns a summary.
 
     Live mode simulates ``preroll`` seconds before now as well: those events (the recent
     past, with conversations already under way) are sent at once, the rest in real time.
     ``tune`` adjusts the model's :class:`SimulationParams` (the live demo's faster mix).
+    ``customers_truth``: write the churn-prone customers at risk at the last event and why
+    (:class:`pipeline.simulator.customers.CustomerLedger`).
     """
     from tqdm import tqdm
 
     from pipeline.simulator import (
+        CustomerLedger,
         SimulationParams,
         ground_truth,
         parse_incident,
@@ -196,6 +200,7 @@ def run_simulation(
         )
     except ValueError as exc:
         raise CxpulseError(f"simulation parameters: {exc}") from None
+    ledger = CustomerLedger(params) if customers_truth is not None else None
     sink: KafkaSender | None = None
     fh: IO[str] | None = None
     try:
@@ -216,7 +221,7 @@ def run_simulation(
     try:
         with tqdm(total=round(total_s), desc="simulate", unit="s(event time)", disable=None) as bar:
             shown = 0
-            for ev in simulate(params):
+            for ev in simulate(params, ledger.observe if ledger is not None else None):
                 if stop is not None and stop.is_set():
                     break
                 offset_s = (ev.arrival - start).total_seconds()
@@ -239,6 +244,9 @@ def run_simulation(
             fh.close()
         if sink is not None:
             sink.close()
+    if ledger is not None and customers_truth is not None:
+        customers_truth.parent.mkdir(parents=True, exist_ok=True)
+        customers_truth.write_text(json.dumps(ledger.truth(), indent=2))
     elapsed = time.monotonic() - wall_start
     sent = sum(counts.values())
     report = {

@@ -249,7 +249,11 @@ def provisioned_datasources() -> dict[str, str]:
 
 
 def test_dashboards_are_well_formed() -> None:
-    assert [p.name for p in DASHBOARDS] == ["cxpulse-kpis.json", "cxpulse-pipeline.json"]
+    assert [p.name for p in DASHBOARDS] == [
+        "cxpulse-customers.json",
+        "cxpulse-kpis.json",
+        "cxpulse-pipeline.json",
+    ]
     sources = provisioned_datasources()
     assert sources == {"cxpulse-clickhouse": CLICKHOUSE, "cxpulse-prometheus": PROMETHEUS}
     uids = set()
