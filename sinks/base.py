@@ -10,11 +10,11 @@ fatal (bad schema, bad credentials): retrying cannot help.
 from __future__ import annotations
 
 import abc
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pipeline.core.errors import CxpulseError
 
-__all__ = ["BaseSink", "SinkBackpressureError", "SinkError"]
+__all__ = ["BaseSink", "SinkBackpressureError", "SinkError", "SinkGroup"]
 
 T = TypeVar("T")
 
@@ -48,3 +48,31 @@ class BaseSink(abc.ABC, Generic[T]):
 
     def close(self) -> None:
         """Release connections; not guaranteed to run on a crash, so never required."""
+
+
+class SinkGroup(BaseSink[Any]):
+    """Several sinks behind one ``add``/``flush``: records go to the sinks that take their
+    topic; ``flush`` flushes them in order and fails as soon as one fails (the runner then
+    retries the whole flush, which each sink makes idempotent)."""
+
+    def __init__(self, routes: list[tuple[BaseSink[Any], frozenset[str]]]) -> None:
+        self.routes = routes
+        self._by_topic = {topic: sink for sink, topics in routes for topic in topics}
+
+    def add(self, record: Any) -> None:
+        sink = self._by_topic.get(record.topic)
+        if sink is not None:
+            sink.add(record)
+
+    def flush(self) -> int:
+        return sum(sink.flush() for sink, _ in self.routes)
+
+    @property
+    def has_pending(self) -> bool:
+        return any(getattr(sink, "has_pending", False) for sink, _ in self.routes)
+
+    def forget_partition(self, partition: int) -> None:
+        for sink, _ in self.routes:
+            forget = getattr(sink, "forget_partition", None)
+            if forget is not None:
+                forget(partition)

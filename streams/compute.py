@@ -75,11 +75,19 @@ class ComputeConfig:
 
 
 class ComputeExtension(Protocol):
-    """More outputs of an accepted event, published in the same transaction."""
+    """More outputs of accepted events, published in the batch's transaction.
+
+    One instance per logic instance: a batch that fails to commit is discarded together
+    with its extension's buffers.
+    """
 
     def on_accepted(
         self, event: Event, state: ConversationState, contribution: Contribution, msg: Any
     ) -> list[OutputRecord]: ...
+
+    def finish(self) -> list[OutputRecord]:
+        """Outputs due at the end of the batch (after its last event)."""
+        ...
 
 
 def decode_log_value(raw: bytes) -> dict[str, Any]:
@@ -221,6 +229,8 @@ class ConversationLogic:
             facts.append(fact_fields(key, partition, st))
         self._sweep(changelog, changed)
         changelog[PARTITION_KEY] = self._partition_record()
+        for ext in extensions:
+            outputs.extend(ext.finish())
         for body in delta.encode(
             first_offset=first, offset=last, watermark_us=wm, progress_us=self.progress_us
         ):

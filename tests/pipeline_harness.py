@@ -38,6 +38,11 @@ class PipelineHarness:
             "dead_letter": f"{self.app_id}.dead-letter",
             "late_events": f"{self.app_id}.late-events",
         }
+        self.customer_topics = {
+            "facts_topic": f"{self.app_id}.customer-facts",
+            "log_topic": f"{self.app_id}.customer-log",
+            "followups_topic": f"{self.app_id}.feedback-followups",
+        }
         self.dsn = f"chdb://{workdir / 'chdb'}"
         self.procs: list[subprocess.Popen[bytes]] = []
         self.log_dir = workdir / "logs"
@@ -64,6 +69,8 @@ class PipelineHarness:
         )
         for name, topic in self.topics.items():
             env[f"CXPULSE_TOPICS__{name.upper()}"] = topic
+        for name, topic in self.customer_topics.items():
+            env[f"CXPULSE_CUSTOMERS__{name.upper()}"] = topic
         env.update(extra)
         return env
 
@@ -160,7 +167,10 @@ class PipelineHarness:
         """Uncommitted messages of both roles' consumer groups (0 = fully processed)."""
         groups = {
             f"{self.app_id}-compute": [self.topics["events"]],
+            f"{self.app_id}-customers": [self.customer_topics["facts_topic"]],
             f"{self.app_id}-sink": [
+                self.customer_topics["log_topic"],
+                self.customer_topics["followups_topic"],
                 self.topics["deltas"],
                 self.topics["dead_letter"],
                 self.topics["late_events"],

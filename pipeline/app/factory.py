@@ -89,7 +89,12 @@ def create_app(
     if role == "compute":
         service = _compute_service(settings, worker_id, metrics)
         app.service(service)
-        _register_health(app, service)
+        services = [service]
+        if settings.customers.enabled:
+            customers = _customer_service(settings, worker_id, metrics)
+            app.service(customers)
+            services.append(customers)
+        _register_health(app, *services)
         return RoleApp(app, role, service)
     return _sink_app(app, settings, worker_id, metrics)
 
@@ -122,15 +127,42 @@ def _compute_service(settings: Settings, worker_id: str, metrics: Metrics) -> An
         max_batch=settings.compute.batch_max_messages,
         idle_after_s=kpi.idle_grace_seconds,
     )
-    return TransactionalRole(
-        settings,
-        role_config,
-        lambda partition: ConversationLogic(partition, config, metrics),
-        metrics,
+
+    def logic(partition: int) -> ConversationLogic:
+        extensions = []
+        if settings.customers.enabled:
+            from streams.customers.extension import CustomerExtension
+
+            extensions.append(CustomerExtension(settings))
+        return ConversationLogic(partition, config, metrics, extensions)
+
+    return TransactionalRole(settings, role_config, logic, metrics)
+
+
+def _customer_service(settings: Settings, worker_id: str, metrics: Metrics) -> Any:
+    """The customer role: customer facts -> customer state, in every compute worker."""
+    from streams.customers.logic import CustomerLogic
+    from streams.customers.rules import Rules
+    from streams.runtime.role import RoleConfig, TransactionalRole
+
+    c = settings.customers
+    group = f"{settings.app_id}-customers"
+    rules = Rules.from_settings(settings)
+    role_config = RoleConfig(
+        role="customers",
+        group_id=group,
+        input_topic=c.facts_topic,
+        changelog_topic=c.log_topic,
+        state_dir=(settings.data_dir / "state" / f"customers-{worker_id}").resolve(),
+        store_kind=settings.table_store,
+        instance_id=f"{group}-{worker_id}",
+        max_batch=settings.compute.batch_max_messages,
     )
+    return TransactionalRole(settings, role_config, lambda _p: CustomerLogic(rules), metrics)
 
 
 def _sink_app(app: faust.App, settings: Settings, worker_id: str, metrics: Metrics) -> RoleApp:
+    from sinks.base import SinkGroup
     from sinks.clickhouse.kpi_sink import KpiSink
     from sinks.clickhouse.migrate import migrate
     from sinks.clickhouse.store import open_store
@@ -151,12 +183,24 @@ def _sink_app(app: faust.App, settings: Settings, worker_id: str, metrics: Metri
         retry_after=settings.sink.retry_initial_seconds,
     )
     group = f"{settings.app_id}-sink"
+    routes: list[tuple[Any, frozenset[str]]] = [
+        (sink, frozenset({t.deltas, t.dead_letter, t.late_events}))
+    ]
+    if settings.customers.enabled:
+        from sinks.clickhouse.customer_sink import CustomerSink
+
+        c = settings.customers
+        customer_sink = CustomerSink(
+            store, c, metrics=metrics, retry_after=settings.sink.retry_initial_seconds
+        )
+        routes.append((customer_sink, frozenset({c.log_topic, c.followups_topic})))
+    group_sink = SinkGroup(routes)
     runner = SinkRunner(
         settings,
-        sink,
+        group_sink,
         SinkRunnerConfig(
             group_id=group,
-            topics=(t.deltas, t.dead_letter, t.late_events),
+            topics=tuple(topic for _, topics in routes for topic in sorted(topics)),
             partition_topic=t.deltas,
             instance_id=f"{group}-{worker_id}",
             batch_max_messages=settings.sink.batch_max_messages,
@@ -173,8 +217,9 @@ def _sink_app(app: faust.App, settings: Settings, worker_id: str, metrics: Metri
     return RoleApp(app, "sink", runner, sink=sink, store=store)
 
 
-def _register_health(app: faust.App, service: Any) -> None:
-    """``/health/live``: the event loop answers. ``/health/ready``: assigned and caught up."""
+def _register_health(app: faust.App, *services: Any) -> None:
+    """``/health/live``: the event loop answers. ``/health/ready``: every role of the worker
+    is assigned and caught up."""
 
     @app.page("/health/live")
     async def live(web: Any, request: Any) -> Any:
@@ -182,7 +227,7 @@ def _register_health(app: faust.App, service: Any) -> None:
 
     @app.page("/health/ready")
     async def ready(web: Any, request: Any) -> Any:
-        ok = bool(service.ready)
+        ok = all(service.ready for service in services)
         return web.json({"ready": ok}, status=200 if ok else 503)
 
 

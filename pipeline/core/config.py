@@ -242,6 +242,8 @@ class CustomerSettings(BaseModel):
 
     model_config = _FROZEN
 
+    # The customer role (facts -> customer state) runs in every compute worker.
+    enabled: bool = True
     facts_topic: str = "cxpulse.customer-facts"
     log_topic: str = "cxpulse.customer-log"
     followups_topic: str = "cxpulse.feedback-followups"

@@ -15,7 +15,7 @@ from pipeline.core.errors import ConfigError, CxpulseError
 from pipeline.core.kafka import broker_reachable, kafka_python_kwargs, probe
 from pipeline.core.logs import kv
 
-__all__ = ["TopicSpec", "broker_reachable", "ensure_topics", "topic_specs"]
+__all__ = ["TopicSpec", "broker_reachable", "customer_topic_specs", "ensure_topics", "topic_specs"]
 
 log = logging.getLogger(__name__)
 _DAY_MS = 86_400_000
@@ -35,9 +35,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     side = {"retention.ms": str(t.side_retention_days * _DAY_MS)}
     return [
         TopicSpec(t.events, n, {"retention.ms": str(t.log_retention_days * _DAY_MS)}),
-        # Changelog + contribution stream: compaction keeps each conversation's latest
-        # state for recovery; the lag keeps every contribution until the sink has read it;
-        # deletion retires conversations idle longer than the state retention.
+        # The conversation-state changelog: compaction keeps each conversation's latest
+        # state for recovery; deletion retires conversations idle longer than the state
+        # retention (their state has expired by then).
         TopicSpec(
             t.conversation_log,
             n,
@@ -51,6 +51,28 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.deltas, n, {"retention.ms": str(t.log_retention_days * _DAY_MS)}),
         TopicSpec(t.dead_letter, n, side),
         TopicSpec(t.late_events, n, side),
+        *(customer_topic_specs(settings) if settings.customers.enabled else []),
+    ]
+
+
+def customer_topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The customer role's topics: facts in (keyed by customer), its changelog, follow-ups.
+
+    The customer log is compact-only: a customer's state must outlive any time-based
+    retention (30 days of window and more); expired customers are removed by tombstones.
+    """
+    t, c, n = settings.topics, settings.customers, settings.topics.partitions
+    return [
+        TopicSpec(c.facts_topic, n, {"retention.ms": str(t.log_retention_days * _DAY_MS)}),
+        TopicSpec(
+            c.log_topic,
+            n,
+            {
+                "cleanup.policy": "compact",
+                "min.compaction.lag.ms": str(t.log_min_compaction_lag_hours * 3_600_000),
+            },
+        ),
+        TopicSpec(c.followups_topic, n, {"retention.ms": str(t.side_retention_days * _DAY_MS)}),
     ]
 
 
@@ -115,12 +137,15 @@ def ensure_topics(settings: Settings, timeout_s: float | None = None) -> list[st
                     settings.topics.deltas,
                     settings.topics.dead_letter,
                     settings.topics.late_events,
+                    settings.customers.facts_topic,
+                    settings.customers.log_topic,
                 }
             ):
                 raise ConfigError(
                     f"topic {spec.name} has {have} partitions but CXPULSE_TOPICS__PARTITIONS="
-                    f"{spec.partitions}; the topics the compute role writes must be co-partitioned "
-                    "with the events topic (set the setting to match, or recreate the topics)"
+                    f"{spec.partitions}; a stateful role writes its outputs to its input "
+                    "partition's number, so these topics must match (set the setting to match, "
+                    "or recreate the topics)"
                 )
         return created
     except KafkaError as exc:

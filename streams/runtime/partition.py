@@ -79,6 +79,7 @@ class PartitionRunner:
         self.producer = producer
         self.state = _Overlay(store)
         self.fenced = False
+        self.committed_next = -1  # input offset committed by the last successful commit
         self.last_message_at = time.monotonic()
         self.last_idle_at = 0.0
         self._pending: deque[asyncio.Task[None]] = deque()
@@ -117,6 +118,11 @@ class PartitionRunner:
             return False
         self._start_commit(result, None)
         return True
+
+    def commit_position(self, position: int) -> None:
+        """Commit an input position that moved over transaction markers only (a
+        transactional input topic): nothing to process, but the group's lag becomes 0."""
+        self._start_commit(BatchResult(), position)
 
     def _start_commit(self, result: BatchResult, next_offset: int | None) -> None:
         prev = self._pending[-1] if self._pending else None
@@ -163,6 +169,8 @@ class PartitionRunner:
             last = max(m.offset for m in metadata)
         # Committed: only now may local state move (it must never be ahead of the log).
         self.store.apply(result.changelog, last)
+        if next_offset is not None:
+            self.committed_next = next_offset
         if self.state.layers and self.state.layers[0] is layer:
             self.state.layers.popleft()
         self._commit_seconds.observe(time.perf_counter() - started)

@@ -192,6 +192,14 @@ class TransactionalRole(mode.Service):
             self._lag_gauge.labels(cfg.role, tp.topic, str(p)).set(lag)
             if (
                 lag == 0
+                and runner.in_flight == 0
+                and not runner.fenced
+                and runner.committed_next >= 0
+                and position > runner.committed_next
+            ):
+                runner.commit_position(position)
+            if (
+                lag == 0
                 and not runner.fenced
                 and now - runner.last_message_at >= cfg.idle_after_s
                 and now - runner.last_idle_at >= cfg.idle_every_s

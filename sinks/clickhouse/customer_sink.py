@@ -1,0 +1,103 @@
+"""The customer tables: customer-log records -> customer_health and customer_risk_changes,
+follow-up records -> feedback_followups.
+
+Every row carries its source position as ``version`` (customer log) or key (follow-ups),
+so a re-read after a sink restart rewrites the same rows: idempotent like the KPI sink.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pipeline.core.config import CustomerSettings
+from pipeline.core.logs import kv
+from pipeline.core.metrics import Metrics
+from sinks.base import BaseSink, SinkBackpressureError, SinkError
+from sinks.clickhouse.customer_rows import (
+    CHANGE_COLUMNS,
+    FOLLOWUP_COLUMNS,
+    HEALTH_COLUMNS,
+    customer_log_rows,
+    followup_row,
+)
+from sinks.clickhouse.store import Store, StoreUnavailable
+
+__all__ = ["CustomerSink"]
+
+log = logging.getLogger(__name__)
+
+
+class CustomerSink(BaseSink[Any]):
+    def __init__(
+        self,
+        store: Store,
+        settings: CustomerSettings,
+        *,
+        metrics: Metrics,
+        retry_after: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.log_topic = settings.log_topic
+        self.followups_topic = settings.followups_topic
+        self.metrics = metrics
+        self.retry_after = retry_after
+        self._health: dict[str, tuple[Any, ...]] = {}  # customer -> newest row
+        self._changes: list[tuple[Any, ...]] = []
+        self._followups: list[tuple[Any, ...]] = []
+
+    def add(self, record: Any) -> None:
+        if record.topic == self.log_topic:
+            try:
+                rows = customer_log_rows(
+                    record.key, record.value, partition=record.partition, offset=record.offset
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                # Not written by this build's customer role: leave it, say so loudly.
+                log.error(
+                    "unreadable customer-log record skipped",
+                    extra=kv(partition=record.partition, offset=record.offset, error=str(exc)),
+                )
+                return
+            for row in rows.health:
+                known = self._health.get(row[0])
+                if known is None or known[2] < row[2]:
+                    self._health[row[0]] = row
+            self._changes.extend(rows.changes)
+        elif record.topic == self.followups_topic and record.value:
+            try:
+                self._followups.append(followup_row(record.value))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error(
+                    "unreadable follow-up record skipped",
+                    extra=kv(partition=record.partition, offset=record.offset, error=str(exc)),
+                )
+
+    def flush(self) -> int:
+        try:
+            written = self._insert("customer_health", list(self._health.values()), HEALTH_COLUMNS)
+            written += self._insert("customer_risk_changes", self._changes, CHANGE_COLUMNS)
+            written += self._insert("feedback_followups", self._followups, FOLLOWUP_COLUMNS)
+        except StoreUnavailable as exc:
+            self.metrics.sink_flush_failures.inc()
+            raise SinkBackpressureError(self.retry_after, str(exc)) from exc
+        except Exception as exc:
+            self.metrics.sink_flush_failures.inc()
+            if "Connection" in type(exc).__name__ or "connection" in str(exc).lower():
+                raise SinkBackpressureError(self.retry_after, str(exc)) from exc
+            raise SinkError(f"ClickHouse write failed: {exc}") from exc
+        self._health.clear()
+        self._changes.clear()
+        self._followups.clear()
+        return written
+
+    def _insert(self, table: str, rows: list[tuple[Any, ...]], columns: tuple[str, ...]) -> int:
+        if not rows:
+            return 0
+        count = self.store.insert(table, list(zip(*rows, strict=True)), columns)
+        self.metrics.sink_rows.labels(table).inc(count)
+        return count
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._health or self._changes or self._followups)
