@@ -152,10 +152,7 @@ def check_dashboards(h: PipelineHarness, oracle: Oracle) -> int:
             for (where, _sql), rows in zip(sqls, results, strict=True):
                 # Alerts have no writer yet; dead letters and late events are on processing
                 # time (Kafka timestamps), outside the simulated event time: run, not judged.
-                # The customer tables have no writer until the customer role is wired to
-                # Kafka (tests/unit/test_grafana_customers.py judges that board meanwhile).
-                customers = where.startswith("cxpulse-customers.json/")
-                if not customers and not any(
+                if not any(
                     t in _sql for t in ("alerts", "dead_letter", "late_events")
                 ):
                     assert rows, f"{where}: no rows for a run with data ({scope})"
