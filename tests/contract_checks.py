@@ -152,9 +152,7 @@ def check_dashboards(h: PipelineHarness, oracle: Oracle) -> int:
             for (where, _sql), rows in zip(sqls, results, strict=True):
                 # Alerts have no writer yet; dead letters and late events are on processing
                 # time (Kafka timestamps), outside the simulated event time: run, not judged.
-                if not any(
-                    t in _sql for t in ("alerts", "dead_letter", "late_events")
-                ):
+                if not any(t in _sql for t in ("alerts", "dead_letter", "late_events")):
                     assert rows, f"{where}: no rows for a run with data ({scope})"
                 checked += 1
     return checked
