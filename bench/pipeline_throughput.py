@@ -6,7 +6,8 @@
 Prints events/s of
   (a) a bare aiokafka consumer that only runs ``json.loads`` on each value;
   (c) a Quix Streams application computing per-minute counts per team (event time);
-  (b) the cxpulse compute role alone (one worker; first commit to last, steady state);
+  (b) the cxpulse compute role alone (one worker; first commit to last, steady state), with
+      and without customer state (the customer role runs in every compute worker);
   (w) the whole pipeline (one compute + one sink worker into embedded chDB, until the sink
       has committed everything);
 all on the same backlog in the same topic, with the ratios the issue sets targets for
@@ -135,11 +136,11 @@ def harness(bootstrap: str, work: Path, name: str, partitions: int, events: str)
     return h
 
 
-def compute_alone(h: PipelineHarness, n: int) -> tuple[float, float]:
+def compute_alone(h: PipelineHarness, n: int, **env: str) -> tuple[float, float]:
     """Events/s of one compute worker (steady state) and its peak RSS (MB)."""
     tps = [TopicPartition(h.topics["events"], p) for p in range(h.partitions)]
     group = f"{h.app_id}-compute"
-    proc = h.start_worker("compute")
+    proc = h.start_worker("compute", **env)
     timed_until(lambda: committed(h.bootstrap, group, tps) > 0, 180)
     first_t, first_n = time.perf_counter(), committed(h.bootstrap, group, tps)
     timed_until(lambda: committed(h.bootstrap, group, tps) >= n, 1800)
@@ -262,6 +263,12 @@ def run(args: argparse.Namespace, bootstrap: str, work: Path) -> None:
         print(f"(c) Quix Streams, per-team minute counts   : {c:10,.0f} events/s", flush=True)
     b, compute_rss = compute_alone(harness(bootstrap, work, "b", args.partitions, topic), n)
     print(f"(b) cxpulse compute role (1 worker)        : {b:10,.0f} events/s", flush=True)
+    b0, _ = compute_alone(
+        harness(bootstrap, work, "b0", args.partitions, topic),
+        n,
+        CXPULSE_CUSTOMERS__ENABLED="false",
+    )
+    print(f"    the same without customer state       : {b0:10,.0f} events/s", flush=True)
     w, w_compute_rss, w_sink_rss = whole_pipeline(
         harness(bootstrap, work, "w", args.partitions, topic), n
     )
@@ -270,6 +277,7 @@ def run(args: argparse.Namespace, bootstrap: str, work: Path) -> None:
     if c:
         print(f"ratio b/c = {b / c:.2f}    (target >= 1.0)")
     print(f"ratio w/b = {w / b:.2f}    (target >= 0.8)")
+    print(f"customer state costs the compute role {1 - b / b0:.0%} (target: less than half)")
     print(
         f"peak RSS: compute alone {compute_rss:.0f} MB; whole pipeline: compute "
         f"{w_compute_rss:.0f} MB, sink {w_sink_rss:.0f} MB (chDB alone is ~290 MB)"
