@@ -48,15 +48,13 @@ def feed(h: PipelineHarness, rate: float, seconds: float, stop: threading.Event)
     events = simulate(params)
     producer = KafkaProducer(bootstrap_servers=h.bootstrap, acks=1, linger_ms=10)
     started = time.perf_counter()
-    i = 0
-    for ev in events:
+    for i, ev in enumerate(events):
         if stop.is_set() or time.perf_counter() - started >= seconds:
             break
         ahead = started + i / rate - time.perf_counter()
         if ahead > 0.005:
             time.sleep(ahead)
         producer.send(h.topics["events"], key=ev.key.encode(), value=ev.value)
-        i += 1
     producer.flush(60)
     producer.close()
 
