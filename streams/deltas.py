@@ -126,15 +126,17 @@ def _merge_into(target: dict[str, Any], cell: dict[str, Any]) -> None:
             target[name] = target.get(name, 0) + value
 
 
-def base_rows(cells: dict[CellKey, _Cell]) -> dict[CellKey, dict[str, Any]]:
-    """Fine cells rolled up into the four *base* rows every grouping derives from.
+def grouping_rows(cells: dict[CellKey, _Cell]) -> dict[CellKey, dict[str, Any]]:
+    """Fine cells rolled up into the rows of the seven groupings, for this batch.
 
-    (team, channel) feeds overall, team, channel and team_channel; region, priority and
-    segment each feed their own grouping. '' marks a dimension a base row does not keep
-    (contract values are never empty). A batch has far fewer base rows than fine cells,
-    which is what keeps the sink's work per event small.
+    '' marks a dimension a grouping does not keep (contract values are never empty), so a
+    row's key says its grouping: all blank is ``overall``, (team, channel) ``team_channel``,
+    one dimension its own grouping. Fine cells are first folded into the four *base* rows
+    ((team, channel), region, priority, segment), and overall, team and channel are derived
+    from the (team, channel) rows: each event is touched once, each base row a few times,
+    and the sink receives one row per stored row, so its work per event stays small.
     """
-    out: dict[CellKey, dict[str, Any]] = {}
+    base: dict[CellKey, dict[str, Any]] = {}
     for (minute, lag, team, channel, region, priority, segment), cell in cells.items():
         values = cell.finish()
         for key in (
@@ -143,12 +145,22 @@ def base_rows(cells: dict[CellKey, _Cell]) -> dict[CellKey, dict[str, Any]]:
             (minute, lag, "", "", "", priority, ""),
             (minute, lag, "", "", "", "", segment),
         ):
-            target = out.get(key)
-            if target is None:
-                out[key] = {k: (dict(v) if k in _SKETCHES else v) for k, v in values.items()}
-            else:
-                _merge_into(target, values)
+            _merge_copy(base, key, values)
+    out = dict(base)
+    for (minute, lag, team, channel, region, _p, _s), values in base.items():
+        if team and not region:  # a (team, channel) row
+            _merge_copy(out, (minute, lag, "", "", "", "", ""), values)
+            _merge_copy(out, (minute, lag, team, "", "", "", ""), values)
+            _merge_copy(out, (minute, lag, "", channel, "", "", ""), values)
     return out
+
+
+def _merge_copy(out: dict[CellKey, dict[str, Any]], key: CellKey, values: dict[str, Any]) -> None:
+    target = out.get(key)
+    if target is None:
+        out[key] = {k: (dict(v) if k in _SKETCHES else v) for k, v in values.items()}
+    else:
+        _merge_into(target, values)
 
 
 class BatchDelta:
@@ -195,10 +207,11 @@ class BatchDelta:
     ) -> list[bytes]:
         """The delta messages of this batch (at least one: progress travels with it)."""
         groups: dict[tuple[int, int], list[Any]] = {}
-        for key, values in base_rows(self.cells).items():
+        for key, values in grouping_rows(self.cells).items():
             dense, sketches = cell_values(values)
+            # A sketch travels as a flat [bucket, count, bucket, count, ...] list.
             wire = (
-                {n: {str(k): c for k, c in b.items()} for n, b in sketches.items()}
+                {n: [x for kc in sorted(b.items()) for x in kc] for n, b in sketches.items()}
                 if sketches
                 else None
             )
@@ -255,7 +268,11 @@ def decode_delta(raw: bytes) -> DeltaMessage:
     cells: list[tuple[CellKey, CellValues]] = []
     for minute, lag, team, channel, region, priority, segment, dense, wire in data["rows"]:
         key: CellKey = (minute, lag, team, channel, region, priority, segment)
-        sketches = {n: {int(k): c for k, c in b.items()} for n, b in wire.items()} if wire else None
+        sketches = (
+            {n: dict(zip(flat[::2], flat[1::2], strict=True)) for n, flat in wire.items()}
+            if wire
+            else None
+        )
         cells.append((key, (dense, sketches)))
     verdicts = [(row[0], list(row[1:])) for row in data.get("verdicts", ())]
     latency = [(t, n) for t, n in data.get("lat", ())]

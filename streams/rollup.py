@@ -61,24 +61,18 @@ _TEMPLATES: dict[
 ] = {}
 
 
-_FROM_TEAM_CHANNEL = ("overall", "team", "channel", "team_channel")
+_BY_PATTERN = {keep: name for name, keep in GROUPINGS.items()}
 
 
 def _templates(dims: tuple[str, str, str, str, str]) -> tuple[tuple[str, ...], ...]:
     """(grouping, team, channel, region, priority, segment) of every grouping a delta row
-    feeds, cached. A row with every dimension set feeds all seven groupings; a *base* row
-    (see ``streams.deltas.base_rows``, '' = dimension not kept) feeds those it determines:
-    (team, channel) the overall, team, channel and team_channel rows; region, priority or
-    segment alone their own grouping."""
+    feeds, cached. '' = dimension not kept: a row whose blanks match a grouping (see
+    ``streams.deltas.grouping_rows``) is that grouping's row; a row with every dimension
+    set feeds all seven."""
     found = _TEMPLATES.get(dims)
     if found is None:
-        team, channel, region, priority, segment = dims
-        if team and not (region or priority or segment):
-            names: tuple[str, ...] = _FROM_TEAM_CHANNEL
-        elif not team and not channel and sum(bool(d) for d in dims[2:]) == 1:
-            names = ("region",) if region else ("priority",) if priority else ("segment",)
-        else:
-            names = tuple(GROUPINGS)
+        name = _BY_PATTERN.get(tuple(bool(d) for d in dims))  # type: ignore[arg-type]
+        names = (name,) if name is not None else tuple(GROUPINGS)
         found = tuple(
             (name, *(d if k else "" for d, k in zip(dims, GROUPINGS[name], strict=True)))
             for name in names
@@ -175,7 +169,8 @@ class StoredRow:
     def merge(self, cell: CellValues) -> None:
         """Add a delta cell (see :func:`cell_values`)."""
         values, sketches = cell
-        self.values[:] = map(_add, self.values, values)
+        # A new list, never in place: a row may have adopted a decoded delta's list.
+        self.values = list(map(_add, self.values, values))
         if sketches:
             mine = self.sketches
             for name, add in sketches.items():
@@ -236,7 +231,23 @@ class MinuteRollup:
         touched: set[RowKey] = set()
         skipped: set[RowKey] = set()
         for cell, values in cells:
-            for key in group_keys(partition, cell):
+            keys = list(group_keys(partition, cell))
+            if len(keys) == 1:
+                # One row per delta row (the usual case): a new row adopts the decoded
+                # values instead of copying them.
+                key = keys[0]
+                row = rows.get(key)
+                if row is None:
+                    sketches = values[1]
+                    rows[key] = StoredRow(
+                        values[0],
+                        {n: dict(b) for n, b in sketches.items()} if sketches else None,
+                        offset,
+                        True,
+                    )
+                    touched.add(key)
+                    continue
+            for key in keys:
                 if key in touched:
                     rows[key].merge(values)
                     continue

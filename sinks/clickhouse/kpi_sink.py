@@ -79,6 +79,7 @@ class KpiSink(BaseSink[SinkRecord]):
         self._verdicts_loaded: set[tuple[int, int]] = set()
         self._max_minute: dict[int, int] = {}
         self._keep_minutes = allowed_lateness_seconds // 60 + 3
+        self._evicted_at = 0.0
         self._partials_table = f"{store.database}.kpi_minute_partials"
 
     # -- add: parse and buffer, no I/O --
@@ -305,6 +306,11 @@ class KpiSink(BaseSink[SinkRecord]):
         return count
 
     def _evict(self) -> None:
+        # A scan of the working set: every 10 s is enough to keep it bounded.
+        now = time.monotonic()
+        if now - self._evicted_at < 10.0:
+            return
+        self._evicted_at = now
         for p, max_minute in self._max_minute.items():
             cutoff = max_minute - self._keep_minutes
             dropped = self.rollup.evict_before(p, cutoff)

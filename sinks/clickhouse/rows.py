@@ -126,23 +126,20 @@ def partial_columns(dirty: Sequence[tuple[RowKey, StoredRow]]) -> list[list[Any]
         [list(col) for col in zip(*keys, strict=True)] if keys else [[] for _ in KEY_COLUMNS]
     )
     minutes = columns[7]
-    columns[7] = [minute_dt(m) for m in minutes]
+    columns[7] = [m * 60 for m in minutes]  # DateTime columns take epoch seconds as they are
     columns.append([stored.version for _, stored in dirty])
     rows = [stored for _, stored in dirty]
     dense = list(zip(*(r.values for r in rows), strict=True)) if rows else []
     for name in STORED_COLUMNS:
         if name in SKETCH_COLUMNS:
-            columns.append([_sorted_map(r.sketches.get(name)) for r in rows])
+            # Map order does not matter: every reader sorts the keys (see quantile_sql).
+            columns.append([r.sketches.get(name) or {} for r in rows])
         elif dense:
             columns.append(list(dense[VALUE_INDEX[name]]))
         else:
             columns.append([])
     assert len(columns) == n_key + 1 + len(STORED_COLUMNS)
     return columns
-
-
-def _sorted_map(bins: dict[int, int] | None) -> dict[int, int]:
-    return {k: bins[k] for k in sorted(bins)} if bins else {}
 
 
 def fact_row(fields: Sequence[Any]) -> tuple[Any, ...]:

@@ -18,6 +18,19 @@ from typing import Any, Protocol
 __all__ = ["MemoryStore", "PartitionStore", "RocksStore", "open_store"]
 
 _META_CF = "cxpulse-meta"
+_WRITE_BUFFER_BYTES = 4 * 1024 * 1024
+_BLOCK_CACHE_BYTES = 64 * 1024 * 1024
+_CACHE: Any = None
+
+
+def _block_cache() -> Any:
+    """The process's one RocksDB block cache, shared by every store it opens."""
+    global _CACHE
+    if _CACHE is None:
+        from rocksdict import Cache
+
+        _CACHE = Cache(_BLOCK_CACHE_BYTES)
+    return _CACHE
 _CHANGELOG_OFFSET = b"changelog_offset"
 
 
@@ -88,13 +101,22 @@ class RocksStore:
         self._open()
 
     def _open(self) -> None:
-        from rocksdict import Options, Rdict
+        from rocksdict import BlockBasedOptions, Options, Rdict
 
         path = self.path
         path.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         options.create_missing_column_families(True)
+        # One store per owned partition and role: RocksDB's defaults (64 MB memtables, a
+        # cache per store) would grow a worker by hundreds of MB. Small memtables and one
+        # block cache per process keep memory bounded; bloom filters keep gets cheap.
+        options.set_write_buffer_size(_WRITE_BUFFER_BYTES)
+        options.set_max_write_buffer_number(2)
+        table = BlockBasedOptions()
+        table.set_block_cache(_block_cache())
+        table.set_bloom_filter(10, False)
+        options.set_block_based_table_factory(table)
         self._db: Any = Rdict(
             str(path), options, column_families={_META_CF: Options(raw_mode=True)}
         )
