@@ -86,6 +86,7 @@ class SinkRunner(mode.Service):
         self._buffered = 0
         self._first_add = 0.0
         self._marker_check = 0.0
+        self._lag_at = 0.0
         self._lock = asyncio.Lock()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -140,6 +141,9 @@ class SinkRunner(mode.Service):
                     elif not self._buffered and time.monotonic() - self._marker_check >= 1.0:
                         self._marker_check = time.monotonic()
                         await self._commit_markers(consumer)
+                if time.monotonic() - self._lag_at >= 1.0:
+                    self._lag_at = time.monotonic()
+                    await self._export_lag(consumer)
                 self._ready.set(1 if self.ready else 0)
             async with self._lock:
                 await self._flush_and_commit(consumer)  # graceful stop: nothing held back
@@ -194,6 +198,16 @@ class SinkRunner(mode.Service):
             result = self.after_flush()
             if asyncio.iscoroutine(result):
                 await result
+
+    async def _export_lag(self, consumer: AIOKafkaConsumer) -> None:
+        gauge = self.metrics.consumer_lag
+        for tp in consumer.assignment():
+            lso = consumer.last_stable_offset(tp)
+            if lso is None:
+                lso = consumer.highwater(tp)
+            if lso is not None:
+                position = await consumer.position(tp)
+                gauge.labels("sink", tp.topic, str(tp.partition)).set(max(lso - position, 0))
 
     async def _commit_markers(self, consumer: AIOKafkaConsumer) -> None:
         """Commit positions that moved over transaction markers only (nothing to flush)."""

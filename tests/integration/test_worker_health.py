@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -88,6 +89,7 @@ def test_health_metrics_and_graceful_stops(kafka_bootstrap: str, tmp_path: Path)
         assert f'cxpulse_worker_ready{{role="{role}"}} 1.0' in text, role
     _, compute_metrics = get(met_c, "/metrics")
     assert "cxpulse_consumer_lag_messages{" in compute_metrics
+    assert re.search(r'cxpulse_consumer_lag_messages\{[^}]*role="sink"', get(met_s, "/metrics")[1])
     assert 'cxpulse_events_total{verdict="accepted"}' in compute_metrics
     _, sink_metrics = get(met_s, "/metrics")
     assert "cxpulse_visibility_latency_seconds_bucket" in sink_metrics
