@@ -94,6 +94,16 @@ def compare_with_oracle(h: PipelineHarness) -> dict[str, Any]:
     )
     assert {r: int(n) for r, n in dead} == dict(oracle.dead_letters)
     assert int(late[0][0]) == oracle.late
+    # The per-minute verdict counts survive every restart exactly, like the KPIs.
+    (verdicts,) = h.query(
+        "SELECT sum(accepted), sum(duplicate), sum(late), sum(invalid), sum(replayed) "
+        "FROM {db}.event_verdicts FINAL"
+    )
+    got = tuple(int(v or 0) for v in verdicts[0])
+    want = (oracle.accepted, oracle.duplicates, oracle.late, sum(oracle.dead_letters.values()), 0)
+    assert got == want, (
+        f"event_verdicts (accepted, duplicate, late, invalid, replayed) {got} != {want}"
+    )
     overall_events = sum(v["events"] for k, v in expected.items() if k[0] == "overall")
     return {"rows": len(expected), "events": overall_events, "late": oracle.late, "oracle": oracle}
 
