@@ -31,7 +31,7 @@ from pipeline.core.topics import broker_reachable, ensure_topics
 __all__ = ["KAFKA_SCRIPT", "demo_params", "run_demo"]
 
 log = logging.getLogger(__name__)
-KAFKA_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "kafka" / "kafka.sh"
+KAFKA_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "kafka.sh"
 
 
 def _start_local_kafka(settings: Settings, *, fresh: bool) -> Path | None:

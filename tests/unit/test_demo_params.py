@@ -7,6 +7,7 @@ import dataclasses
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,11 @@ def test_survey_delay_scale_is_checked() -> None:
     with pytest.raises(ValueError, match="survey_delay_scale"):
         SimulationParams(survey_delay_scale=0)
     assert SimulationParams().survey_delay_scale == 1.0  # the default model is unchanged
+
+
+def test_the_main_job_finds_the_local_kafka_script() -> None:
+    """`make run` starts the local broker with deploy/kafka/kafka.sh: the path must hold."""
+    from pipeline.app.demo import KAFKA_SCRIPT
+
+    assert KAFKA_SCRIPT.is_file(), KAFKA_SCRIPT
+    assert KAFKA_SCRIPT.parent.parent.parent == Path(__file__).resolve().parents[2]
