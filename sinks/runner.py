@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import mode
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from pipeline.core.config import Settings
@@ -28,6 +28,7 @@ from pipeline.core.logs import kv
 from sinks.base import BaseSink, SinkBackpressureError
 from streams.failure import die
 from streams.runtime.clients import client_kwargs
+from streams.runtime.role import RebalanceHooks
 
 __all__ = ["SinkRunner", "SinkRunnerConfig"]
 
@@ -45,18 +46,6 @@ class SinkRunnerConfig:
     retry_initial_seconds: float = 0.5
     retry_max_seconds: float = 30.0
     revoke_timeout_seconds: float = 30.0
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, runner: SinkRunner) -> None:
-        self.runner = runner
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.runner._on_revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        self.runner.assigned_once = True
-        self.runner.rebalancing = False
 
 
 class SinkRunner(mode.Service):
@@ -127,7 +116,9 @@ class SinkRunner(mode.Service):
                 rebalance_timeout_ms=60_000,
                 **client_kwargs(self.settings, f"{cfg.group_id}-{cfg.instance_id or 'sink'}"),
             )
-            consumer.subscribe(list(cfg.topics), listener=_Listener(self))
+            consumer.subscribe(
+                list(cfg.topics), listener=RebalanceHooks(self._on_revoked, self._on_assigned)
+            )
             await consumer.start()
             log.info("sink started", extra=kv(group=cfg.group_id, topics=",".join(cfg.topics)))
             while not self._stopping:
@@ -253,6 +244,10 @@ class SinkRunner(mode.Service):
                     extra=kv(paused_s=round(time.monotonic() - paused_at, 1)),
                 )
             return written
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.assigned_once = True
+        self.rebalancing = False
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         self.rebalancing = True

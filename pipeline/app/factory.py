@@ -101,7 +101,7 @@ def create_app(
 
 def _compute_service(settings: Settings, worker_id: str, metrics: Metrics) -> Any:
     from streams.compute import ComputeConfig, ConversationLogic
-    from streams.runtime.role import RoleConfig, TransactionalRole
+    from streams.runtime.role import TransactionalRole
 
     t, kpi = settings.topics, settings.kpi
     config = ComputeConfig(
@@ -115,17 +115,8 @@ def _compute_service(settings: Settings, worker_id: str, metrics: Metrics) -> An
         sweep_every_events=kpi.state_sweep_every_events,
         idle_grace_us=int(kpi.idle_grace_seconds * 1_000_000),
     )
-    group = f"{settings.app_id}-compute"
-    role_config = RoleConfig(
-        role="compute",
-        group_id=group,
-        input_topic=t.events,
-        changelog_topic=t.conversation_log,
-        state_dir=(settings.data_dir / "state" / f"compute-{worker_id}").resolve(),
-        store_kind=settings.table_store,
-        instance_id=f"{group}-{worker_id}",
-        max_batch=settings.compute.batch_max_messages,
-        idle_after_s=kpi.idle_grace_seconds,
+    role_config = _role_config(
+        settings, "compute", worker_id, t.events, t.conversation_log, kpi.idle_grace_seconds
     )
 
     def logic(partition: int) -> ConversationLogic:
@@ -143,22 +134,37 @@ def _customer_service(settings: Settings, worker_id: str, metrics: Metrics) -> A
     """The customer role: customer facts -> customer state, in every compute worker."""
     from streams.customers.logic import CustomerLogic
     from streams.customers.rules import Rules
-    from streams.runtime.role import RoleConfig, TransactionalRole
+    from streams.runtime.role import TransactionalRole
 
     c = settings.customers
-    group = f"{settings.app_id}-customers"
     rules = Rules.from_settings(settings)
-    role_config = RoleConfig(
-        role="customers",
+    role_config = _role_config(settings, "customers", worker_id, c.facts_topic, c.log_topic)
+    return TransactionalRole(settings, role_config, lambda _p: CustomerLogic(rules), metrics)
+
+
+def _role_config(
+    settings: Settings,
+    role: str,
+    worker_id: str,
+    input_topic: str,
+    changelog_topic: str,
+    idle_after_s: float = 30.0,
+) -> Any:
+    """Group ``<app_id>-<role>``, static member ``<group>-<worker_id>``, state under data_dir."""
+    from streams.runtime.role import RoleConfig
+
+    group = f"{settings.app_id}-{role}"
+    return RoleConfig(
+        role=role,
         group_id=group,
-        input_topic=c.facts_topic,
-        changelog_topic=c.log_topic,
-        state_dir=(settings.data_dir / "state" / f"customers-{worker_id}").resolve(),
+        input_topic=input_topic,
+        changelog_topic=changelog_topic,
+        state_dir=(settings.data_dir / "state" / f"{role}-{worker_id}").resolve(),
         store_kind=settings.table_store,
         instance_id=f"{group}-{worker_id}",
         max_batch=settings.compute.batch_max_messages,
+        idle_after_s=idle_after_s,
     )
-    return TransactionalRole(settings, role_config, lambda _p: CustomerLogic(rules), metrics)
 
 
 def _sink_app(app: faust.App, settings: Settings, worker_id: str, metrics: Metrics) -> RoleApp:

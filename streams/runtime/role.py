@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from streams.runtime.partition import PartitionRunner
 from streams.runtime.recovery import restore
 from streams.runtime.stores import open_store
 
-__all__ = ["RoleConfig", "TransactionalRole"]
+__all__ = ["RebalanceHooks", "RoleConfig", "TransactionalRole"]
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +63,22 @@ class RoleConfig:
     revoke_timeout_s: float = 30.0
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, role: TransactionalRole) -> None:
-        self.role = role
+class RebalanceHooks(ConsumerRebalanceListener):  # type: ignore[misc]
+    """An aiokafka rebalance listener that awaits two callbacks (revoked, assigned)."""
+
+    def __init__(
+        self,
+        revoked: Callable[[set[TopicPartition]], Awaitable[None]],
+        assigned: Callable[[set[TopicPartition]], Awaitable[None]],
+    ) -> None:
+        self._revoked = revoked
+        self._assigned = assigned
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.role._on_revoked(set(revoked))
+        await self._revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.role._on_assigned(set(assigned))
+        await self._assigned(set(assigned))
 
 
 class TransactionalRole(mode.Service):
@@ -148,7 +155,9 @@ class TransactionalRole(mode.Service):
                 max_partition_fetch_bytes=4 * 1024 * 1024,
                 **self._kafka(f"{cfg.group_id}-{cfg.instance_id or 'worker'}"),
             )
-            consumer.subscribe([cfg.input_topic], listener=_Listener(self))
+            consumer.subscribe(
+                [cfg.input_topic], listener=RebalanceHooks(self._on_revoked, self._on_assigned)
+            )
             await consumer.start()
             log.info("role started", extra=kv(role=cfg.role, group=cfg.group_id))
             await self._consume(consumer)

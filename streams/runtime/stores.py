@@ -31,6 +31,8 @@ def _block_cache() -> Any:
 
         _CACHE = Cache(_BLOCK_CACHE_BYTES)
     return _CACHE
+
+
 _CHANGELOG_OFFSET = b"changelog_offset"
 
 

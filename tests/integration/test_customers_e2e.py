@@ -14,18 +14,18 @@ from __future__ import annotations
 import math
 import random
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from pipeline.simulator import CustomerLedger, SimulationParams, simulate
+from pipeline.simulator import CustomerLedger, simulate
 from tests.customer_harness import partition_for
 from tests.customer_oracle import recompute_customers
 from tests.integration.test_exactly_once import wait_until_moving
 from tests.pipeline_harness import PipelineHarness
-from tests.unit.test_customer_month import key_of, oracle_revenue_now
+from tests.unit.test_customer_month import key_of, month_params, oracle_revenue_now
 
 pytestmark = pytest.mark.integration
 
@@ -49,17 +49,7 @@ def read_with_timestamps(h: PipelineHarness) -> list[tuple[int, int, int, bytes]
 
 
 def test_a_month_of_customers_through_the_pipeline(kafka_bootstrap: str, tmp_path: Path) -> None:
-    params = SimulationParams(
-        seed=11,
-        start=START,
-        duration=timedelta(days=30),
-        conversations_per_hour=25,
-        duplicate_rate=0.01,
-        malformed_rate=0.005,
-        late_rate=0.01,
-        late_max_delay=timedelta(minutes=30),
-        churn_prone_share=0.02,
-    )
+    params = month_params()
     ledger = CustomerLedger(params)
     events = [(ev.key.encode(), ev.value) for ev in simulate(params, ledger.observe)]
     h = PipelineHarness(kafka_bootstrap, tmp_path, partitions=PARTITIONS)

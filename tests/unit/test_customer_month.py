@@ -42,19 +42,24 @@ def us(dt: datetime | None) -> int | None:
     return (dt - EPOCH) // timedelta(microseconds=1)
 
 
+def month_params() -> SimulationParams:
+    """A month of a small org with a churn-prone minority, duplicates, bad and late events."""
+    return SimulationParams(
+        seed=11,
+        start=START,
+        duration=timedelta(days=30),
+        conversations_per_hour=25,
+        duplicate_rate=0.01,
+        malformed_rate=0.005,
+        late_rate=0.01,
+        late_max_delay=timedelta(minutes=30),
+        churn_prone_share=0.02,
+    )
+
+
 class Month:
     def __init__(self) -> None:
-        params = SimulationParams(
-            seed=11,
-            start=START,
-            duration=timedelta(days=30),
-            conversations_per_hour=25,
-            duplicate_rate=0.01,
-            malformed_rate=0.005,
-            late_rate=0.01,
-            late_max_delay=timedelta(minutes=30),
-            churn_prone_share=0.02,
-        )
+        params = month_params()
         self.ledger = CustomerLedger(params)
         self.messages = source_messages(simulate(params, self.ledger.observe), SOURCE_PARTITIONS)
         self.run = run_customers(
