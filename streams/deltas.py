@@ -1,33 +1,34 @@
 """Minute deltas: what one batch of one source partition adds to the KPI minutes.
 
-The compute role folds a batch's contributions per (minute, lag_minutes, team, channel,
-region, priority, segment) into cells of integer counters, microsecond sums and sketch
-buckets (the columns of ``kpi_minute_partials``), counts verdicts per arrival
-minute, and publishes the result inside the batch's Kafka transaction as one or more
-*delta messages* on the source partition's number. The sink expands each cell into the
-default groupings and folds it into stored minute rows whose ``version`` is the highest
-source offset folded in: a delta whose ``offset`` is not above a row's version is already
-inside that row (a re-read after a sink restart), which makes the sink idempotent.
+The compute role folds a batch's contributions into the rows of the seven groupings per
+(minute, lag_minutes) — integer counters, microsecond sums and sketch buckets, the columns
+of ``kpi_minute_partials`` — counts verdicts per arrival minute, and publishes the result
+inside the batch's Kafka transaction as one or more *delta messages* on the source
+partition's number. The sink folds each row into the stored minute row whose ``version`` is
+the highest source offset folded in: a delta whose ``offset`` is not above a row's version
+is already inside that row (a re-read after a sink restart), which makes the sink
+idempotent.
 
 Why per (minute, lag): ``lag_minutes`` (partition event-time progress minute at
 processing minus the sample's minute) lets a reader select exactly the samples known when
 a minute closed (``minute + lag_minutes <= C``), so alert evaluation replays identically.
 
-A big batch is split into several messages, but never inside one (minute, lag): every
-grouping row is fed by cells of a single message, so all its updates of a batch arrive
-together and the per-row version check stays exact.
+A big batch is split into several messages, but never inside one (minute, lag): each
+stored row gets all its updates of a batch from a single message, so the per-row version
+check stays exact.
 """
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from streams.partials import SKETCH_FIELDS
-from streams.rollup import CellValues, cell_values
-from streams.sketch import QuantileSketch
+from streams.rollup import VALUE_COLUMNS, VALUE_INDEX, CellValues
+from streams.sketch import bucket_key
 
 __all__ = [
     "DELTA_FORMAT",
@@ -49,138 +50,141 @@ _LATENCY_BUCKET_MS = 100
 CellKey = tuple[int, int, str, str, str, str, str]
 
 
-_TIME_SAMPLES = ("frt", "reply", "resolution")
 _SECOND = 1_000_000
+_N = len(VALUE_COLUMNS)
+_I = VALUE_INDEX
+# increment name -> (count column, sum column, sketch column) for time samples
+_TIME = {
+    "frt": (_I["frt_count"], _I["frt_sum_us"], "frt_sketch"),
+    "reply": (_I["reply_count"], _I["reply_sum_us"], "reply_sketch"),
+    "resolution": (_I["resolution_count"], _I["resolution_sum_us"], "resolution_sketch"),
+}
+_add = operator.add
 
 
-def _seconds(us: int) -> float:
-    # As MinutePartial records a duration: whole microseconds, negatives as zero.
-    return round(us / _SECOND, 6) if us > 0 else 0.0
+def _prepare(inc: dict[str, int]) -> tuple[list[tuple[int, int]], list[tuple[str, int]]]:
+    """One contribution as (column index, increment) pairs and (sketch, bucket) pairs.
 
-
-class _Cell:
-    """One (minute, lag, dims) of a batch: plain counters and raw samples until encoded.
-
-    Cheaper per event than a MinutePartial (no sketches until the end); ``to_json`` holds
-    exactly what a MinutePartial fed the same increments stores (tests compare the two).
+    Computed once per event, then added to each of the event's four base rows. The
+    classification (satisfied, promoter, easy, ...) is the one ``MinutePartial`` applies;
+    tests check the two agree.
     """
+    values: list[tuple[int, int]] = []
+    buckets: list[tuple[str, int]] = []
+    for name, value in inc.items():
+        time = _TIME.get(name)
+        if time is not None:
+            count, total, sketch = time
+            values.append((count, 1))
+            if value > 0:
+                values.append((total, value))
+            buckets.append((sketch, bucket_key(round(value / _SECOND, 6) if value > 0 else 0.0)))
+        elif name == "csat":
+            values += ((_I["csat_responses"], 1), (_I["csat_sum"], value))
+            if value >= 4:
+                values.append((_I["csat_satisfied"], 1))
+        elif name == "nps":
+            values.append((_I["nps_responses"], 1))
+            if value >= 9:
+                values.append((_I["nps_promoters"], 1))
+            elif value <= 6:
+                values.append((_I["nps_detractors"], 1))
+        elif name == "ces":
+            values += ((_I["ces_responses"], 1), (_I["ces_sum"], value))
+            if value >= 5:
+                values.append((_I["ces_easy"], 1))
+        else:
+            values.append((_I[name], value))
+    return values, buckets
 
-    __slots__ = ("counts", "samples")
+
+class _Row:
+    """A base or grouping row of a batch: dense integer columns and sketch buckets."""
+
+    __slots__ = ("sketches", "values")
 
     def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self.samples: dict[str, list[int]] = {}
+        self.values = [0] * _N
+        self.sketches: dict[str, dict[int, int]] = {}
 
-    def add(self, inc: dict[str, int]) -> None:
-        counts = self.counts
-        for name, value in inc.items():
-            if name in _TIME_SAMPLES:
-                bucket = self.samples.get(name)
-                if bucket is None:
-                    self.samples[name] = [value]
-                else:
-                    bucket.append(value)
-            elif name == "csat":
-                counts["csat_responses"] = counts.get("csat_responses", 0) + 1
-                counts["csat_sum"] = counts.get("csat_sum", 0) + value
-                if value >= 4:
-                    counts["csat_satisfied"] = counts.get("csat_satisfied", 0) + 1
-            elif name == "nps":
-                counts["nps_responses"] = counts.get("nps_responses", 0) + 1
-                if value >= 9:
-                    counts["nps_promoters"] = counts.get("nps_promoters", 0) + 1
-                elif value <= 6:
-                    counts["nps_detractors"] = counts.get("nps_detractors", 0) + 1
-            elif name == "ces":
-                counts["ces_responses"] = counts.get("ces_responses", 0) + 1
-                counts["ces_sum"] = counts.get("ces_sum", 0) + value
-                if value >= 5:
-                    counts["ces_easy"] = counts.get("ces_easy", 0) + 1
-            else:
-                counts[name] = counts.get(name, 0) + value
-
-    def finish(self) -> dict[str, Any]:
-        """Non-zero stored columns (``kpi_minute_partials`` names; sums in microseconds;
-        sketches as ``{bucket: count}``)."""
-        out: dict[str, Any] = dict(self.counts)
-        for kind, values in self.samples.items():
-            out[f"{kind}_count"] = len(values)
-            out[f"{kind}_sum_us"] = sum(v if v > 0 else 0 for v in values)
-            sketch = QuantileSketch()
-            for v in values:
-                sketch.add(_seconds(v))
-            out[f"{kind}_sketch"] = sketch.to_map()
-        return out
-
-
-def _merge_into(target: dict[str, Any], cell: dict[str, Any]) -> None:
-    for name, value in cell.items():
-        if name in _SKETCHES:
-            bins = target.get(name)
+    def add(self, values: list[tuple[int, int]], buckets: list[tuple[str, int]]) -> None:
+        vals = self.values
+        for index, value in values:
+            vals[index] += value
+        for name, key in buckets:
+            bins = self.sketches.get(name)
             if bins is None:
-                target[name] = dict(value)
+                self.sketches[name] = {key: 1}
             else:
-                for k, c in value.items():
+                bins[key] = bins.get(key, 0) + 1
+
+    def merge(self, other: _Row) -> None:
+        self.values = list(map(_add, self.values, other.values))
+        for name, add in other.sketches.items():
+            bins = self.sketches.get(name)
+            if bins is None:
+                self.sketches[name] = dict(add)
+            else:
+                for k, c in add.items():
                     bins[k] = bins.get(k, 0) + c
-        else:
-            target[name] = target.get(name, 0) + value
 
 
-def grouping_rows(cells: dict[CellKey, _Cell]) -> dict[CellKey, dict[str, Any]]:
-    """Fine cells rolled up into the rows of the seven groupings, for this batch.
+def _base_keys(key: CellKey) -> tuple[CellKey, CellKey, CellKey, CellKey]:
+    minute, lag, team, channel, region, priority, segment = key
+    return (
+        (minute, lag, team, channel, "", "", ""),
+        (minute, lag, "", "", region, "", ""),
+        (minute, lag, "", "", "", priority, ""),
+        (minute, lag, "", "", "", "", segment),
+    )
 
-    '' marks a dimension a grouping does not keep (contract values are never empty), so a
-    row's key says its grouping: all blank is ``overall``, (team, channel) ``team_channel``,
-    one dimension its own grouping. Fine cells are first folded into the four *base* rows
-    ((team, channel), region, priority, segment), and overall, team and channel are derived
-    from the (team, channel) rows: each event is touched once, each base row a few times,
-    and the sink receives one row per stored row, so its work per event stays small.
+
+def grouping_rows(rows: dict[CellKey, _Row]) -> dict[CellKey, _Row]:
+    """The batch's base rows plus the groupings derived from the (team, channel) rows.
+
+    '' marks a dimension a row does not keep (contract values are never empty), so a row's
+    key says its grouping: all blank is ``overall``, (team, channel) ``team_channel``, one
+    dimension its own grouping. Each event was added to its four *base* rows ((team,
+    channel), region, priority, segment); overall, team and channel are sums of the
+    (team, channel) rows. The sink receives one row per stored row.
     """
-    base: dict[CellKey, dict[str, Any]] = {}
-    for (minute, lag, team, channel, region, priority, segment), cell in cells.items():
-        values = cell.finish()
-        for key in (
-            (minute, lag, team, channel, "", "", ""),
-            (minute, lag, "", "", region, "", ""),
-            (minute, lag, "", "", "", priority, ""),
-            (minute, lag, "", "", "", "", segment),
-        ):
-            _merge_copy(base, key, values)
-    out = dict(base)
-    for (minute, lag, team, channel, region, _p, _s), values in base.items():
-        if team and not region:  # a (team, channel) row
-            _merge_copy(out, (minute, lag, "", "", "", "", ""), values)
-            _merge_copy(out, (minute, lag, team, "", "", "", ""), values)
-            _merge_copy(out, (minute, lag, "", channel, "", "", ""), values)
+    out = dict(rows)
+    for (minute, lag, team, channel, region, _p, _s), row in rows.items():
+        if team and not region:
+            for key in (
+                (minute, lag, "", "", "", "", ""),
+                (minute, lag, team, "", "", "", ""),
+                (minute, lag, "", channel, "", "", ""),
+            ):
+                target = out.get(key)
+                if target is None:
+                    target = out[key] = _Row()
+                target.merge(row)
     return out
-
-
-def _merge_copy(out: dict[CellKey, dict[str, Any]], key: CellKey, values: dict[str, Any]) -> None:
-    target = out.get(key)
-    if target is None:
-        out[key] = {k: (dict(v) if k in _SKETCHES else v) for k, v in values.items()}
-    else:
-        _merge_into(target, values)
 
 
 class BatchDelta:
     """Accumulates one batch of one partition (the compute side)."""
 
-    __slots__ = ("cells", "facts", "latency", "partition", "verdicts")
+    __slots__ = ("facts", "latency", "partition", "rows", "verdicts")
 
     def __init__(self, partition: int) -> None:
         self.partition = partition
-        self.cells: dict[CellKey, _Cell] = {}
+        self.rows: dict[CellKey, _Row] = {}  # base rows of the batch
         # One conversation_facts row per conversation the batch changed (FACT_FIELDS order).
         self.facts: list[list[Any]] = []
         self.verdicts: dict[int, list[int]] = {}  # arrival minute -> counts in VERDICTS order
         self.latency: dict[int, int] = {}  # Kafka timestamp / 100 ms -> accepted events
 
     def add(self, key: CellKey, increments: dict[str, int]) -> None:
-        cell = self.cells.get(key)
-        if cell is None:
-            cell = self.cells[key] = _Cell()
-        cell.add(increments)
+        """One accepted event's contribution at (minute, lag, team, channel, ...)."""
+        values, buckets = _prepare(increments)
+        rows = self.rows
+        for base in _base_keys(key):
+            row = rows.get(base)
+            if row is None:
+                row = rows[base] = _Row()
+            row.add(values, buckets)
 
     def count(self, timestamp_ms: int, verdict: str) -> None:
         minute = timestamp_ms // 60_000
@@ -193,7 +197,7 @@ class BatchDelta:
             self.latency[bucket] = self.latency.get(bucket, 0) + 1
 
     def is_empty(self) -> bool:
-        return not self.cells and not self.verdicts
+        return not self.rows and not self.verdicts
 
     def encode(
         self,
@@ -207,15 +211,14 @@ class BatchDelta:
     ) -> list[bytes]:
         """The delta messages of this batch (at least one: progress travels with it)."""
         groups: dict[tuple[int, int], list[Any]] = {}
-        for key, values in grouping_rows(self.cells).items():
-            dense, sketches = cell_values(values)
+        for key, row in grouping_rows(self.rows).items():
             # A sketch travels as a flat [bucket, count, bucket, count, ...] list.
             wire = (
-                {n: [x for kc in sorted(b.items()) for x in kc] for n, b in sketches.items()}
-                if sketches
+                {n: [x for kc in sorted(b.items()) for x in kc] for n, b in row.sketches.items()}
+                if row.sketches
                 else None
             )
-            groups.setdefault((key[0], key[1]), []).append([*key, dense, wire])
+            groups.setdefault((key[0], key[1]), []).append([*key, row.values, wire])
         chunks: list[list[Any]] = [[]]
         for rows in groups.values():
             if chunks[-1] and len(chunks[-1]) + len(rows) > max_cells:
