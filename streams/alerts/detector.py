@@ -1,0 +1,398 @@
+"""One rule, one evaluated minute: test statistics of every rung and group, vectorized.
+
+Evidence is computed per leaf (the strata), then summed into the rule's groups with a 0/1
+membership matrix: a team is judged over its channels, a channel over its teams. Rungs
+are the ladder's windows (15 min .. 1 day): each is tested on its own, so a big drop
+shows on the short windows first and a small one once a long window holds enough
+samples. SLO rules use burn rates over their (long, short) window pairs instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+
+from streams.alerts.layout import column, hist_slice
+from streams.alerts.rules import Rule
+from streams.alerts.series import SLOT, LeafKey, SeriesStore, slot_of
+from streams.alerts.stats import (
+    burn_rate,
+    combine,
+    critical,
+    mean_evidence,
+    proportion_evidence,
+    proportion_threshold_evidence,
+    quantile_from_hist,
+    rate_evidence,
+    rate_threshold_evidence,
+    share_above,
+    slow_share_evidence,
+)
+
+__all__ = ["MIN_STRATUM", "WEEK", "GroupKey", "RuleDetector", "Signals", "group_of"]
+
+WEEK: Final = 10080
+# A leaf whose baseline holds fewer samples is left out of the test (its own baseline
+# would be noise); its window samples then do not count towards min_count either.
+MIN_STRATUM: Final = 20
+GroupKey = LeafKey
+_LEAF_OF: Final = {"region": "region", "priority": "priority", "segment": "segment"}
+
+
+def group_of(grouping: str, leaf: LeafKey) -> GroupKey | None:
+    """The group of ``grouping`` a leaf belongs to (None: the leaf is of another kind)."""
+    if leaf[0] != _LEAF_OF.get(grouping, "team_channel"):
+        return None
+    team, channel = leaf[1], leaf[2]
+    if grouping == "team":
+        return ("team", team, "", "", "", "")
+    if grouping == "channel":
+        return ("channel", "", channel, "", "", "")
+    if grouping == "overall":
+        return ("overall", "", "", "", "", "")
+    return leaf
+
+
+@dataclass(slots=True)
+class Signals:
+    """Per rung and group: statistic, samples, breach (may fire) and evident (stays firing)."""
+
+    z: np.ndarray
+    n1: np.ndarray
+    n0: np.ndarray
+    breach: np.ndarray
+    evident: np.ndarray
+
+
+class BaselineCache:
+    """Baseline sums per (baseline, window length), kept across minutes.
+
+    A baseline only changes when its slot range moves (every few minutes) or when late
+    data lands in a past slot (``SeriesStore.past_version``), so most minutes reuse it.
+    """
+
+    def __init__(self, store: SeriesStore) -> None:
+        self.store = store
+        self._entries: dict[tuple[object, int], tuple[tuple, np.ndarray, float]] = {}
+
+    def get(self, rule: Rule, minute: int, t: int) -> tuple[np.ndarray, float, tuple]:
+        """(sums ``[L, W]``, exposure minutes, validity key) of a rule's baseline."""
+        first, last = baseline_range(rule, minute, t)
+        key = (first.tobytes(), last.tobytes(), self.store.past_version, self.store.n_leaves)
+        found = self._entries.get((rule.baseline, t))
+        if found is None or found[0] != key:
+            sums = self.store.slot_sums(first, last).sum(axis=0)
+            found = (key, sums, float(self.store.covered_minutes(first, last).sum()))
+            self._entries[(rule.baseline, t)] = found
+        return found[1], found[2], found[0]
+
+
+class Cache:
+    """Window sums of one minute, shared by every rule, and the baseline cache."""
+
+    def __init__(
+        self, store: SeriesStore, minute: int, lengths: tuple[int, ...], baselines: BaselineCache
+    ) -> None:
+        self.store = store
+        self.minute = minute
+        self.lengths = lengths
+        self.pos = {t: i for i, t in enumerate(lengths)}
+        self._windows = store.windows(np.asarray(lengths))
+        self.baselines = baselines
+        self._by_rungs: dict[tuple[int, ...], np.ndarray] = {}
+
+    def windows(self, rungs: tuple[int, ...]) -> np.ndarray:
+        found = self._by_rungs.get(rungs)
+        if found is None:
+            found = self._by_rungs[rungs] = self._windows[[self.pos[t] for t in rungs]]
+        return found
+
+    def baseline(self, rule: Rule, t: int) -> tuple[np.ndarray, float]:
+        sums, exposure, _ = self.baselines.get(rule, self.minute, t)
+        return sums, exposure
+
+
+def baseline_range(rule: Rule, minute: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Slot ranges (first, last; inclusive) of a rule's baseline for a window.
+
+    ``trailing``: the ``span`` minutes before the window, in whole slots ending at the
+    slot boundary at or before the window start. ``same_hour_of_week``: the same window
+    ``k`` weeks earlier (k = 1..weeks), widened by ``pad`` on each side, in whole slots.
+    """
+    b = rule.baseline
+    assert b is not None
+    start = minute - t + 1
+    if b.kind == "trailing":
+        last = np.array([slot_of(start) - 1])
+        return last - b.span // SLOT + 1, last
+    k = np.arange(1, b.weeks + 1)
+    return (start - k * WEEK - b.pad) // SLOT, (minute - k * WEEK + b.pad) // SLOT
+
+
+def _proportion_counts(rule: Rule, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    k = rule.kpi
+    return a[..., column(k.num)], a[..., column(k.den)]
+
+
+def _nps_counts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    p, d = a[..., column("nps_promoters")], a[..., column("nps_detractors")]
+    return p - d, p + d, a[..., column("nps_responses")]
+
+
+def leaf_evidence(
+    rule: Rule,
+    w: np.ndarray,
+    b: np.ndarray,
+    e1: np.ndarray,
+    e0: np.ndarray,
+    prepared: dict[str, object] | None = None,
+):
+    """(D, V, K, n1, n0) per rung and leaf ``[R, L]`` of a baseline or threshold rule.
+
+    ``w``/``b``: window and baseline sums ``[R, L, W]``; ``e1``/``e0``: window and
+    baseline minutes ``[R]`` (volume exposure). ``prepared`` caches terms that depend on
+    the baseline only (valid while ``b`` is unchanged).
+    """
+    k = rule.kpi
+    fam = k.family
+    base = rule.kind == "baseline"
+    thr = rule.threshold
+    if fam == "proportion":
+        x1, n1 = _proportion_counts(rule, w)
+        x0, n0 = _proportion_counts(rule, b)
+        if base:
+            d, v, k3 = proportion_evidence(x1, n1, x0, n0, rule.margin / k.scale, rule.down)
+        else:
+            d, v, k3 = proportion_threshold_evidence(x1, n1, thr / k.scale, rule.down)
+    elif fam == "nps":
+        s1, _, n1 = _nps_counts(w)
+        s0, q0, n0 = _nps_counts(b)
+        if base:
+            d, v, k3 = mean_evidence(s1, n1, s0, q0, n0, rule.margin / k.scale)
+        else:
+            mu = thr / k.scale
+            d, v, k3 = n1 * mu - s1, n1 * (1 - mu * mu), np.zeros(np.shape(n1))
+    elif fam == "rate":
+        x1, n1 = _proportion_counts(rule, w)
+        x0, n0 = _proportion_counts(rule, b)
+        m = max(rule.margin, 1.0)
+        if base:
+            d, v, k3 = rate_evidence(x1, n1, x0, n0, 1 / m if rule.down else m, rule.down)
+        else:
+            d, v, k3 = rate_threshold_evidence(x1, n1 * thr, rule.down)
+    elif fam == "volume":
+        x1 = w[..., column(k.num)].astype(float)
+        x0 = b[..., column(k.num)].astype(float)
+        m = max(rule.margin, 1.0)
+        e1b, e0b = e1[:, None], e0[:, None]
+        if base:
+            d, v, k3 = rate_evidence(x1, e1b, x0, e0b, 1 / m if rule.down else m, rule.down)
+        else:  # the threshold is per group, handled in RuleDetector.evaluate
+            d, v, k3 = rate_threshold_evidence(x1, np.zeros_like(x1), rule.down)
+        n1 = x0 * (e1b / np.where(e0b > 0, e0b, np.inf))  # expected window count
+        n0 = x0
+    else:  # time
+        hs = hist_slice(k.hist)
+        h1 = w[..., hs]
+        n1 = h1.sum(axis=-1)
+        if base:
+            h0 = b[..., hs]
+            d, v, k3, _ = slow_share_evidence(h1, h0, k.quantile, max(rule.margin, 1.0), prepared)
+            n0 = h0.sum(axis=-1)
+        else:
+            p = 1 - k.quantile
+            d, v = share_above(h1, thr) - n1 * p, n1 * p * (1 - p)
+            k3 = n1 * p * (1 - p) * (1 - 2 * p)
+            n0 = np.zeros_like(n1)
+    if not base:
+        return d, v, k3, n1.astype(float), np.full(np.shape(n1), np.inf)
+    ok = n0 >= MIN_STRATUM
+    return (
+        np.where(ok, d, 0.0),
+        np.where(ok, v, 0.0),
+        np.where(ok, k3, 0.0),
+        np.where(ok, n1, 0.0),
+        n0.astype(float),
+    )
+
+
+def slo_counts(rule: Rule, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bad and total samples per rung and leaf of an SLO rule."""
+    k = rule.kpi
+    if k.family == "time":
+        h = w[..., hist_slice(k.hist)]
+        return share_above(h, rule.threshold or 0.0), h.sum(axis=-1).astype(float)
+    x, n = _proportion_counts(rule, w)
+    return (n - x if rule.down else x).astype(float), n.astype(float)
+
+
+class RuleDetector:
+    """Evaluates one rule on a :class:`SeriesStore`; groups follow the leaves seen."""
+
+    def __init__(self, rule: Rule, store: SeriesStore) -> None:
+        self.rule = rule
+        self.store = store
+        self.keys: list[GroupKey] = []
+        self._index: dict[GroupKey, int] = {}
+        self._pairs: list[tuple[int, int]] = []  # (group, leaf) memberships
+        self._leaves_seen = 0
+        self.members = np.zeros((0, 0))
+        self.lengths = np.asarray(rule.rungs)
+        self._stack_key: tuple = ()
+        self._stack = (np.zeros((0, 0, 0)), np.zeros(0))
+        self.prepared: dict[str, object] = {}  # baseline-only terms, valid with _stack
+
+    def refresh(self) -> int:
+        """Add groups of new leaves; returns the number of groups."""
+        n = self.store.n_leaves
+        if n != self._leaves_seen:
+            for leaf_i in range(self._leaves_seen, n):
+                leaf = self.store.leaves[leaf_i]
+                for grouping in self.rule.groupings:
+                    key = group_of(grouping, leaf)
+                    if key is None:
+                        continue
+                    g = self._index.get(key)
+                    if g is None:
+                        g = self._index[key] = len(self.keys)
+                        self.keys.append(key)
+                    self._pairs.append((g, leaf_i))
+            self.members = np.zeros((len(self.keys), n))
+            for g, leaf_i in self._pairs:
+                self.members[g, leaf_i] = 1.0
+            self._leaves_seen = n
+        return len(self.keys)
+
+    def _inputs(self, cache: Cache) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        rule = self.rule
+        w = cache.windows(rule.rungs)
+        e1 = np.minimum(self.lengths, cache.minute - (self.store.first_minute or 0) + 1)
+        if rule.kind != "baseline":
+            return w, np.zeros_like(w), e1.astype(float), np.zeros(len(self.lengths))
+        b = rule.baseline
+        assert b is not None
+        minute = cache.minute
+        if b.kind == "trailing":  # the ranges move with the slot of each window's start
+            ranges = tuple((minute - t + 1) // SLOT for t in rule.rungs)
+        else:  # k weeks back is a whole number of slots
+            ranges = tuple(
+                ((minute - t + 1 - b.pad) // SLOT, (minute + b.pad) // SLOT) for t in rule.rungs
+            )
+        key = (ranges, self.store.past_version, self.store.n_leaves)
+        if key != self._stack_key:
+            parts = [cache.baselines.get(rule, minute, t) for t in rule.rungs]
+            self._stack = (np.stack([p[0] for p in parts]), np.array([p[1] for p in parts]))
+            self._stack_key = key
+            self.prepared.clear()
+        return w, self._stack[0], e1.astype(float), self._stack[1]
+
+    def evaluate(self, cache: Cache) -> Signals:
+        rule = self.rule
+        self.refresh()
+        m = self.members
+        w, b, e1, e0 = self._inputs(cache)
+        if rule.kind == "slo":
+            bad, total = slo_counts(rule, w)
+            bad_g, total_g = bad @ m.T, total @ m.T
+            burn = burn_rate(bad_g, total_g, rule.objective or 0.0)
+            z = np.zeros_like(burn)
+            breach = np.zeros(burn.shape, dtype=bool)
+            for p, pair in enumerate(rule.pairs):
+                lo, sh = 2 * p, 2 * p + 1
+                fire = (burn[lo] >= pair.burn) & (burn[sh] >= pair.burn)
+                fire &= total_g[lo] >= rule.min_count
+                breach[lo] = breach[sh] = fire
+                z[lo], z[sh] = burn[lo] / pair.burn, burn[sh] / pair.burn
+            return Signals(z, total_g, np.zeros_like(total_g), breach, breach.copy())
+        d, v, k3, n1, n0 = leaf_evidence(rule, w, b, e1, e0, self.prepared)
+        n1g, n0g = n1 @ m.T, n0 @ m.T if rule.kind == "baseline" else np.full((1, 1), np.inf)
+        if rule.kind == "threshold" and rule.kpi.family == "volume":
+            x1 = w[..., column(rule.kpi.num)] @ m.T
+            expected = (rule.threshold or 0.0) * e1[:, None] / 60.0
+            d_g = expected - x1 if rule.down else x1 - expected
+            v_g = np.broadcast_to(expected, d_g.shape)
+            ok = v_g > 0
+            sd = np.sqrt(np.where(ok, v_g, 1.0))
+            z = np.where(ok, (d_g - 0.5) / sd, 0.0)
+            gamma = np.where(ok, (v_g if rule.down is False else -v_g) / sd**3, 0.0)
+            n1g = np.broadcast_to(expected, d_g.shape)
+        else:
+            z, gamma = combine(d, v, k3, m, 0.5)
+        enough = (n1g >= rule.min_count) & (n0g >= rule.min_baseline)
+        breach = (z >= critical(rule.z_fire, gamma)) & enough
+        return Signals(z, n1g, np.broadcast_to(n0g, z.shape), breach, z >= rule.z_clear)
+
+    def onset(self, cache: Cache, g: int, rung: int) -> int:
+        """First minute of the drop: where the suffix of the fired window holds the most
+        evidence (a CUSUM over the window, with the fired rung's baseline)."""
+        rule = self.rule
+        t = int(self.lengths[rung])
+        lengths = np.arange(1, t + 1)
+        w = self.store.windows(lengths)
+        row = self.members[g]
+        if rule.kind == "slo":
+            bad, total = slo_counts(rule, w)
+            pair = rule.pairs[rung // 2]
+            score = (bad - total * (1 - (rule.objective or 0.0)) * pair.burn) @ row
+        else:
+            if rule.kind == "baseline":
+                base, exposure = cache.baseline(rule, t)
+                b = np.broadcast_to(base, w.shape)
+                e0 = np.full(t, exposure)
+            else:
+                b, e0 = np.zeros_like(w), np.zeros(t)
+            d = leaf_evidence(rule, w, b, lengths.astype(float), e0)[0]
+            score = d @ row
+        return cache.minute - int(np.argmax(score))
+
+    def describe(self, cache: Cache, g: int, rung: int) -> dict[str, float | int | None]:
+        """Observed and baseline value (KPI units), sample counts of group ``g`` on a rung."""
+        rule, k = self.rule, self.rule.kpi
+        row = self.members[g]
+        w, b, e1, e0 = self._inputs(cache)
+        w1 = np.tensordot(row, w[rung], axes=(0, 0))
+        b1 = np.tensordot(row, b[rung], axes=(0, 0))
+        obs: float | None = None
+        base: float | None = None
+        if k.family == "time":
+            hs = hist_slice(k.hist)
+            n1, n0 = int(w1[hs].sum()), int(b1[hs].sum())
+            obs = quantile_from_hist(w1[hs], k.quantile)
+            base = quantile_from_hist(b1[hs], k.quantile) if rule.kind == "baseline" else None
+        elif k.family == "nps":
+            s1, _, n1 = _nps_counts(w1)
+            s0, _, n0 = _nps_counts(b1)
+            obs, base = (s1 / n1 if n1 else None), (s0 / n0 if n0 else None)
+        elif k.family == "volume":
+            n1 = n0 = int(b1[column(k.num)])
+            obs = float(w1[column(k.num)])
+            base = n0 * e1[rung] / e0[rung] if e0[rung] else None
+            n1 = int(obs)
+        else:
+            x1, n1 = _proportion_counts(rule, w1)
+            x0, n0 = _proportion_counts(rule, b1)
+            obs, base = (x1 / n1 if n1 else None), (x0 / n0 if n0 else None)
+        if rule.kind != "baseline":
+            n0 = 0
+            base = self._reference()
+        return {
+            "observed": None if obs is None else float(obs),
+            "baseline": None if base is None else float(base),
+            "n_window": int(n1),
+            "n_baseline": int(n0),
+            "window": int(self.lengths[rung]),
+        }
+
+    def _reference(self) -> float | None:
+        """What a threshold or SLO rule holds the KPI to, in internal units."""
+        rule, k = self.rule, self.rule.kpi
+        if rule.kind == "slo" and k.family == "time":
+            return rule.threshold
+        if rule.kind == "slo":
+            obj = rule.objective or 0.0
+            return obj if k.down else 1 - obj
+        if rule.threshold is None:
+            return None
+        return rule.threshold / (k.scale if k.family in ("proportion", "nps") else 1.0)
