@@ -155,11 +155,12 @@ def db_migrate(ctx: click.Context, cluster: str | None) -> None:
 @cli.command()
 @click.option(
     "--role",
-    type=click.Choice(["compute", "sink"]),
+    type=click.Choice(["compute", "sink", "alerts"]),
     default="compute",
     show_default=True,
     help="compute: events -> conversation log (scale out freely); "
-    "sink: conversation log -> ClickHouse (one process with embedded chDB).",
+    "sink: conversation log -> ClickHouse (one process with embedded chDB); "
+    "alerts: the drop-alert evaluator alone (ClickHouse server only).",
 )
 @click.option("--worker-id", default="0", show_default=True, help="Names this worker's state dir.")
 @click.option("--duration", type=float, help="Stop cleanly after this many seconds.")
@@ -179,6 +180,11 @@ def worker(
     from pipeline.app.worker import run_worker
 
     settings = _settings(ctx)
+    if role == "alerts":
+        from pipeline.app.alerts_role import run_alerts_role
+
+        run_alerts_role(settings, duration=duration, metrics_port=metrics_port)
+        return
     run_worker(
         settings,
         role,  # type: ignore[arg-type]
@@ -301,6 +307,11 @@ def run(ctx: click.Context, **opts: Any) -> None:
 
     settings = _settings(ctx)
     sys.exit(run_demo(settings, **opts))
+
+
+from pipeline.cli.alerts import register as _register_alerts  # noqa: E402
+
+_register_alerts(cli)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from pipeline.core.errors import ConfigError
 
 __all__ = [
+    "AlertSettings",
     "ClickHouseSettings",
     "KafkaSettings",
     "KpiSettings",
@@ -162,6 +163,34 @@ class PortSettings(BaseModel):
     sink_web: int = Field(6067, ge=0, le=65535)
 
 
+class AlertSettings(BaseModel):
+    """Drop alerts: rules, receivers, pacing. Env: ``CXPULSE_ALERTS__<FIELD>``.
+
+    ``rules_file`` unset means the rules shipped with cxpulse. Receiver URLs may carry
+    credentials, so they are secrets (masked in logs and ``cxpulse config``).
+    """
+
+    model_config = _FROZEN
+
+    enabled: bool = True
+    rules_file: Path | None = None
+    alertmanager_url: SecretStr | None = None
+    webhook_url: SecretStr | None = None
+    delivery_timeout_seconds: float = Field(10.0, gt=0)
+    evaluate_interval_seconds: float = Field(5.0, gt=0)
+    resend_interval_seconds: float = Field(60.0, gt=0)
+    retry_initial_seconds: float = Field(1.0, gt=0)
+    retry_max_seconds: float = Field(300.0, gt=0)
+    # A fresh evaluator starts this far back in event time (or at the first data).
+    backfill_days: float = Field(8.0, ge=0)
+    # Samples processed more than this many minutes after their minute are not read.
+    max_lag_minutes: int = Field(60, ge=0, le=1440)
+    grafana_url: str = "http://localhost:3000"
+    grafana_dashboard_uid: str = "cxpulse-kpis"
+    # Server DSN only: the one-partition topic whose owner is the single evaluator.
+    lease_topic: str = "cxpulse.alerts-lease"
+
+
 class Settings(BaseSettings):
     """Everything a cxpulse process needs to know, frozen after load."""
 
@@ -184,6 +213,7 @@ class Settings(BaseSettings):
     sink: SinkSettings = SinkSettings()
     kpi: KpiSettings = KpiSettings()
     ports: PortSettings = PortSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -89,6 +89,8 @@ class Engine:
                 )  # fmt: skip
                 summary, description = describe_transition(det.rule, t)
                 details["summary"], details["description"] = summary, description
+                if event == "firing":  # kept for re-sends while it fires
+                    st.details.update(summary=summary, description=description)
                 out.append(t)
         return out
 
@@ -107,13 +109,30 @@ class Engine:
             "minute": self.minute,
             "rules": self.rules.digest,
             "states": {
-                rs.rule.name: [[list(k), v] for k, v in rs.dump().items()] for rs in self.states
+                rs.rule.name: {
+                    "rule": _rule_digest(rs.rule),
+                    "groups": [[list(k), v] for k, v in rs.dump().items()],
+                }
+                for rs in self.states
             },
         }
 
-    def restore(self, snap: dict[str, Any]) -> None:
-        """Alert states of a snapshot; rules that changed since start from scratch."""
+    def restore(self, snap: dict[str, Any]) -> list[str]:
+        """Alert states of a snapshot; a rule whose definition changed starts afresh.
+
+        Returns the names of the rules restored.
+        """
         saved = snap.get("states", {})
+        restored = []
         for rs in self.states:
-            rows = saved.get(rs.rule.name, [])
-            rs.restore({tuple(k): v for k, v in rows})
+            entry = saved.get(rs.rule.name)
+            if entry and entry.get("rule") == _rule_digest(rs.rule):
+                rs.restore({tuple(k): v for k, v in entry["groups"]})
+                restored.append(rs.rule.name)
+        return restored
+
+
+def _rule_digest(rule: Rule) -> str:
+    import hashlib
+
+    return hashlib.sha256(repr(rule).encode()).hexdigest()[:16]
