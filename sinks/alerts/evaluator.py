@@ -274,7 +274,7 @@ class AlertEvaluator:
             if row is None:
                 continue
             column = "notified_at" if state == "firing" else "resolved_notified_at"
-            if row.get(column) is None and (state == "resolved" or row["state"] == "firing"):
+            if row.get(column) is None:  # the newest row of the alert, whatever its state
                 row[column] = now
                 row["version"] = int(row["version"]) + 1
                 self.io.write_alert_rows([row])
