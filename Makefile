@@ -10,7 +10,7 @@ RATE ?= 100
 SEED ?= 42
 PYTEST_ARGS ?=
 
-.PHONY: help install kafka run test lint unit integration bench clean
+.PHONY: help install kafka tools run test lint unit integration bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -29,6 +29,10 @@ install: $(STAMP)  ## create .venv and install cxpulse with its dev tools
 kafka:  ## fetch the Kafka broker jars into ~/.cache/cxpulse (once)
 	bash deploy/kafka/kafka.sh fetch
 
+tools:  ## Debian packages the tests need: promtool, amtool, alertmanager (once)
+	@command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null; }
+
 run: install kafka  ## the main job: local Kafka + simulator + workers + chDB + live board
 	CXPULSE_PYTHON=$(PY) $(VENV)/bin/cxpulse run --duration $(DURATION) --rate $(RATE) --seed $(SEED)
 
@@ -39,10 +43,10 @@ lint: install  ## ruff lint + format check
 unit: install  ## unit tests only (no broker)
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
-integration: install kafka  ## integration tests only (real broker, real workers, chDB)
+integration: install kafka tools  ## integration tests only (real broker, real workers, chDB)
 	CXPULSE_PYTHON=$(PY) $(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
 
-test: install kafka lint  ## the whole suite: lint, unit, integration (one shared local broker)
+test: install kafka tools lint  ## the whole suite: lint, unit, integration (one shared local broker)
 	CXPULSE_PYTHON=$(PY) $(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: install kafka  ## benchmarks, ratios measured side by side (bench/README.md)
