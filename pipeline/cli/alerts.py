@@ -120,11 +120,14 @@ def register(cli: click.Group) -> None:
                   help="Significance of the deadline test (power 0.9).")  # fmt: skip
     @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path),
                   help="Also write the figures as JSON.")  # fmt: skip
+    @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path),
+                  help="Keep the simulated minute rows here: tuning rules then re-runs "
+                  "only the detector.")  # fmt: skip
     @click.pass_context
     @friendly_errors
     def evaluate_alerts(
         ctx: click.Context, seeds: str, weeks: int, rules_file: Path | None, jobs: int | None,
-        alpha: float, json_file: Path | None,
+        alpha: float, json_file: Path | None, cache_dir: Path | None,
     ) -> None:  # fmt: skip
         """Measure the detector on simulated multi-week histories against the targets."""
         import os
@@ -146,7 +149,8 @@ def register(cli: click.Group) -> None:
         workers = min(jobs or os.cpu_count() or 1, len(seed_list))
         with tqdm(total=len(seed_list), desc="evaluate-alerts", unit="seed", disable=None) as bar:
             scores = evaluate(seed_list, weeks, str(chosen) if chosen else None, jobs=workers,
-                              alpha=alpha, done=lambda _s: bar.update(1))  # fmt: skip
+                              alpha=alpha, done=lambda _s: bar.update(1),
+                              cache_dir=str(cache_dir) if cache_dir else None)  # fmt: skip
         text, ok, figures = render(scores, alpha)
         click.echo(text)
         if json_file is not None:

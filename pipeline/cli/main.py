@@ -299,6 +299,15 @@ def kpis(ctx: click.Context, window: int, url: str | None, as_json: bool) -> Non
 @click.option(
     "--keep-broker", is_flag=True, help="Leave the local Kafka broker running afterwards."
 )
+@click.option(
+    "--incident",
+    "incidents",
+    multiple=True,
+    metavar="SPEC",
+    help="Inject a KPI drop (as `cxpulse simulate --incident`; start=+Nm counts from the "
+    "start of the warm-up history). Repeatable.",
+)
+@click.option("--webhook-url", help="Also send alert notifications to this webhook.")
 @click.pass_context
 @friendly_errors
 def run(ctx: click.Context, **opts: Any) -> None:

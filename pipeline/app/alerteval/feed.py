@@ -16,6 +16,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -84,6 +85,7 @@ class Feed:
         self.history.counts = np.zeros((total, 16, len(COUNTERS)), np.int32)
         self.history.hourly = np.zeros((total // 60 + 1, 16, WIDTH), np.int64)
         self.next_minute = start
+        self.record: list[tuple[int, tuple[str, ...], int, np.ndarray]] | None = None
 
     def message(self, key: str, value: bytes) -> None:
         p = zlib.crc32(key.encode()) % self.partitions
@@ -129,6 +131,8 @@ class Feed:
             for (leaf, m), part in sorted(self.pending.pop(c, {}).items()):
                 vec = vector_from_partial(part)
                 rows.append((leaf, m, vec))
+                if self.record is not None:
+                    self.record.append((c, leaf, m, vec))
                 if leaf[0] == "team_channel":
                     self._record(leaf[1], leaf[2], m, vec)
             h.transitions.extend(self.engine.advance(c, rows))
@@ -146,6 +150,27 @@ class Feed:
             h.counts[k, i] += vec[: len(COUNTERS)].astype(np.int32)
             h.hourly[k // 60, i] += vec
 
+    def save(self, path: Path) -> None:
+        """Store the rows by the minute they became known, and the scoring arrays."""
+        rec = self.record or []
+        names = sorted({leaf for _, leaf, _, _ in rec})
+        index = {leaf: i for i, leaf in enumerate(names)}
+        h = self.history
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as fh:
+            np.savez_compressed(
+                fh,
+                known=np.array([r[0] for r in rec], dtype=np.int64),
+                minute=np.array([r[2] for r in rec], dtype=np.int64),
+                leaf=np.array([index[r[1]] for r in rec], dtype=np.int32),
+                vec=np.array([r[3] for r in rec], dtype=np.int32).reshape(len(rec), WIDTH),
+                leaves=np.array(["\t".join(x) for x in names]),
+                history_leaves=np.array(["\t".join(x) for x in h.leaves]),
+                counts=h.counts,
+                hourly=h.hourly,
+                events=np.array(h.events),
+            )
+
     def sweep(self) -> None:
         """Forget conversations past their retention (the workers tombstone them)."""
         gate = self.gates[0]
@@ -155,15 +180,54 @@ class Feed:
             del self.states[k]
 
 
+def _replay(cache: Path, scenario: Scenario, rules: RuleSet) -> History:
+    """Run the detector on rows a previous run of the same scenario stored."""
+    data = np.load(cache, allow_pickle=False)
+    known, minutes, leaf_ids, vectors = data["known"], data["minute"], data["leaf"], data["vec"]
+    names = [tuple(x.split("\t")) for x in data["leaves"]]
+    feed = Feed(scenario, rules, 1)
+    h = feed.history
+    h.leaves = [tuple(x.split("\t")) for x in data["history_leaves"]]  # type: ignore[misc]
+    h.counts, h.hourly, h.events = data["counts"], data["hourly"], int(data["events"])
+    bounds = np.flatnonzero(np.diff(known)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(known)]])
+    by_known = (
+        {int(known[a]): (a, b) for a, b in zip(starts, ends, strict=True)} if len(known) else {}
+    )
+    last = h.first_minute + feed._total - 1
+    for c in range(h.first_minute, last + 1):
+        span = by_known.get(c)
+        rows = []
+        if span is not None:
+            a, b = span
+            rows = [
+                (names[leaf_ids[i]], int(minutes[i]), vectors[i].astype(np.int64))
+                for i in range(a, b)
+            ]
+        h.transitions.extend(feed.engine.advance(c, rows))
+        h.minutes += 1
+    return h
+
+
 def run(
     scenario: Scenario,
     rules: RuleSet,
     *,
     partitions: int = 4,
     progress: Callable[[int], Any] | None = None,
+    cache: Path | None = None,
 ) -> History:
-    """Simulate ``scenario`` and evaluate every minute of it; ``progress(minutes)`` ticks."""
+    """Simulate ``scenario`` and evaluate every minute of it; ``progress(minutes)`` ticks.
+
+    ``cache``: a file for the simulated rows; when it exists only the detector runs (the
+    rows depend on the scenario alone, so tuning rules does not re-simulate).
+    """
+    if cache is not None and cache.exists():
+        return _replay(cache, scenario, rules)
     feed = Feed(scenario, rules, partitions)
+    if cache is not None:
+        feed.record = []
     n = 0
     last_closed = None
     for ev in simulate(scenario.params):
@@ -186,4 +250,6 @@ def run(
     if progress is not None:
         progress(feed.next_minute - before)
     feed.history.events = n
+    if cache is not None and feed.record is not None:
+        feed.save(cache)
     return feed.history

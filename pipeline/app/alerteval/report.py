@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
 from typing import Any
 
 from pipeline.app.alerteval.feed import run
@@ -16,9 +18,16 @@ from streams.alerts.rules import load_rules
 __all__ = ["evaluate", "render"]
 
 
-def _one(seed: int, weeks: int, rules_file: str | None, alpha: float) -> SeedScore:
+def _one(
+    seed: int, weeks: int, rules_file: str | None, alpha: float, cache_dir: str | None
+) -> SeedScore:
     rules = load_rules(rules_file)
-    history = run(build(seed, weeks), rules)
+    scenario = build(seed, weeks)
+    cache = None
+    if cache_dir:
+        digest = hashlib.sha256(repr(scenario.params).encode()).hexdigest()[:12]
+        cache = Path(cache_dir) / f"seed{seed}-w{weeks}-{digest}.npz"
+    history = run(scenario, rules, cache=cache)
     return score_history(history, {r.name: r.kpi.name for r in rules.rules}, alpha)
 
 
@@ -30,18 +39,19 @@ def evaluate(
     jobs: int,
     alpha: float,
     done: Callable[[SeedScore], Any] | None = None,
+    cache_dir: str | None = None,
 ) -> list[SeedScore]:
     """Score every seed (``jobs`` processes); ``done`` is called as each finishes."""
     load_rules(rules_file)  # fail fast, in this process, on a bad file
     out: list[SeedScore] = []
     if jobs <= 1:
         for seed in seeds:
-            out.append(_one(seed, weeks, rules_file, alpha))
+            out.append(_one(seed, weeks, rules_file, alpha, cache_dir))
             if done:
                 done(out[-1])
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(_one, s, weeks, rules_file, alpha) for s in seeds]
+            futures = [pool.submit(_one, s, weeks, rules_file, alpha, cache_dir) for s in seeds]
             for f in as_completed(futures):
                 out.append(f.result())
                 if done:
