@@ -29,10 +29,11 @@ _HOUR_US = 3_600_000_000
 class DriftParams:
     """Stationary standard deviations (logit / log units) and correlation times (hours)."""
 
-    satisfaction_slow_sd: float = 0.2
-    satisfaction_fast_sd: float = 0.1
-    speed_slow_sd: float = 0.1
-    speed_fast_sd: float = 0.07
+    # About +-1.5 points of CSAT and +-7 % of agent speed (one sd), over hours and days.
+    satisfaction_slow_sd: float = 0.12
+    satisfaction_fast_sd: float = 0.06
+    speed_slow_sd: float = 0.06
+    speed_fast_sd: float = 0.04
     slow_hours: float = 48.0
     fast_hours: float = 6.0
 

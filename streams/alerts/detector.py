@@ -57,13 +57,15 @@ def group_of(grouping: str, leaf: LeafKey) -> GroupKey | None:
 
 @dataclass(slots=True)
 class Signals:
-    """Per rung and group: statistic, samples, breach (may fire) and evident (stays firing)."""
+    """Per rung and group: statistic, samples, breach (may fire), evident (stays firing)
+    and informative (enough samples to tell a recovery)."""
 
     z: np.ndarray
     n1: np.ndarray
     n0: np.ndarray
     breach: np.ndarray
     evident: np.ndarray
+    informative: np.ndarray
 
 
 class BaselineCache:
@@ -118,8 +120,9 @@ def baseline_range(rule: Rule, minute: int, t: int) -> tuple[np.ndarray, np.ndar
     """Slot ranges (first, last; inclusive) of a rule's baseline for a window.
 
     ``trailing``: the ``span`` minutes before the window, in whole slots ending at the
-    slot boundary at or before the window start. ``same_hour_of_week``: the same window
-    ``k`` weeks earlier (k = 1..weeks), widened by ``pad`` on each side, in whole slots.
+    slot boundary at or before the window start. ``same_hour_of_day`` / ``_of_week``: the
+    same window ``k`` days / weeks earlier (k = 1..days / weeks), widened by ``pad`` on
+    each side, in whole slots.
     """
     b = rule.baseline
     assert b is not None
@@ -127,8 +130,8 @@ def baseline_range(rule: Rule, minute: int, t: int) -> tuple[np.ndarray, np.ndar
     if b.kind == "trailing":
         last = np.array([slot_of(start) - 1])
         return last - b.span // SLOT + 1, last
-    k = np.arange(1, b.weeks + 1)
-    return (start - k * WEEK - b.pad) // SLOT, (minute - k * WEEK + b.pad) // SLOT
+    k = np.arange(1, b.count + 1) * b.period
+    return (start - k - b.pad) // SLOT, (minute - k + b.pad) // SLOT
 
 
 def _proportion_counts(rule: Rule, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -206,6 +209,8 @@ def leaf_evidence(
             d, v = share_above(h1, thr) - n1 * p, n1 * p * (1 - p)
             k3 = n1 * p * (1 - p) * (1 - 2 * p)
             n0 = np.zeros_like(n1)
+    if rule.dispersion != 1.0:
+        v = v * rule.dispersion
     if not base:
         return d, v, k3, n1.astype(float), np.full(np.shape(n1), np.inf)
     ok = n0 >= MIN_STRATUM
@@ -276,7 +281,7 @@ class RuleDetector:
         minute = cache.minute
         if b.kind == "trailing":  # the ranges move with the slot of each window's start
             ranges = tuple((minute - t + 1) // SLOT for t in rule.rungs)
-        else:  # k weeks back is a whole number of slots
+        else:  # k days or weeks back is a whole number of slots
             ranges = tuple(
                 ((minute - t + 1 - b.pad) // SLOT, (minute + b.pad) // SLOT) for t in rule.rungs
             )
@@ -305,7 +310,8 @@ class RuleDetector:
                 fire &= total_g[lo] >= rule.min_count
                 breach[lo] = breach[sh] = fire
                 z[lo], z[sh] = burn[lo] / pair.burn, burn[sh] / pair.burn
-            return Signals(z, total_g, np.zeros_like(total_g), breach, breach.copy())
+            informative = np.repeat(total_g[0::2] >= rule.min_count, 2, axis=0)
+            return Signals(z, total_g, np.zeros_like(total_g), breach, breach.copy(), informative)
         d, v, k3, n1, n0 = leaf_evidence(rule, w, b, e1, e0, self.prepared)
         n1g, n0g = n1 @ m.T, n0 @ m.T if rule.kind == "baseline" else np.full((1, 1), np.inf)
         if rule.kind == "threshold" and rule.kpi.family == "volume":
@@ -322,7 +328,8 @@ class RuleDetector:
             z, gamma = combine(d, v, k3, m, 0.5)
         enough = (n1g >= rule.min_count) & (n0g >= rule.min_baseline)
         breach = (z >= critical(rule.z_fire, gamma)) & enough
-        return Signals(z, n1g, np.broadcast_to(n0g, z.shape), breach, z >= rule.z_clear)
+        n0b = np.broadcast_to(n0g, z.shape)
+        return Signals(z, n1g, n0b, breach, z >= rule.z_clear, enough)
 
     def onset(self, cache: Cache, g: int, rung: int) -> int:
         """First minute of the drop: where the suffix of the fired window holds the most

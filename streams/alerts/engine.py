@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.alerts.detector import WEEK, BaselineCache, Cache, RuleDetector
+from streams.alerts.detector import BaselineCache, Cache, RuleDetector
 from streams.alerts.rules import Rule, RuleSet
 from streams.alerts.series import SLOT, LeafKey, SeriesStore
 from streams.alerts.state import FIRING, RuleStates, Transition
@@ -30,7 +30,7 @@ def horizon(rules: Iterable[Rule]) -> tuple[int, int]:
         minutes = max(minutes, rule.span)
         b = rule.baseline
         if b is not None:
-            reach = b.span if b.kind == "trailing" else b.weeks * WEEK + b.pad
+            reach = b.span if b.kind == "trailing" else b.count * b.period + b.pad
             back = max(back, rule.span + reach + SLOT)
     return minutes + 1, back // SLOT + 2
 

@@ -40,6 +40,7 @@ _UNIT_MIN = {"m": 1, "h": 60, "d": 1440, "w": 10080}
 _FIELDS: Final = {
     "name", "kpi", "kind", "groupings", "severity", "direction", "windows", "alpha", "z",
     "clear_z", "min_count", "min_baseline", "for", "resolve_after", "cooldown", "baseline",
+    "dispersion",
     "margin", "below", "above", "objective", "pairs", "threshold", "labels", "annotations",
     "enabled",
 }  # fmt: skip
@@ -56,10 +57,20 @@ class RulesError(CxpulseError):
 
 @dataclass(frozen=True, slots=True)
 class Baseline:
-    kind: str  # trailing | same_hour_of_week
+    kind: str  # trailing | same_hour_of_day | same_hour_of_week
     span: int = 10080  # trailing: minutes before the window
     weeks: int = 4  # same_hour_of_week: how many past weeks
-    pad: int = 30  # same_hour_of_week: minutes added on each side of the shifted window
+    pad: int = 30  # seasonal kinds: minutes added on each side of the shifted window
+    days: int = 7  # same_hour_of_day: how many past days
+
+    @property
+    def period(self) -> int:
+        """Minutes between the shifted windows of a seasonal baseline."""
+        return 1440 if self.kind == "same_hour_of_day" else 10080
+
+    @property
+    def count(self) -> int:
+        return self.days if self.kind == "same_hour_of_day" else self.weeks
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +99,7 @@ class Rule:
     cooldown: int
     baseline: Baseline | None = None
     margin: float = 0.0
+    dispersion: float = 1.0  # variance inflation: samples that are not independent
     threshold: float | None = None
     objective: float | None = None
     pairs: tuple[BurnPair, ...] = ()
@@ -258,6 +270,7 @@ def _parse_rule(r: _Reader, node: yaml.Node, defaults: dict[str, yaml.Node]) -> 
     z_clear = number("clear_z", 1.5, 0.0, z_fire) or 0.0
     base: Baseline | None = None
     margin = number("margin", 0.0, 0.0, 100.0) or 0.0
+    dispersion = number("dispersion", 1.0, 1.0, 10.0) or 1.0
     threshold = None
     objective = None
     pairs: tuple[BurnPair, ...] = ()
@@ -271,13 +284,22 @@ def _parse_rule(r: _Reader, node: yaml.Node, defaults: dict[str, yaml.Node]) -> 
                 span=_minutes(r.value(spec["span"])) if "span" in spec else 10080,
                 weeks=int(r.value(spec["weeks"])) if "weeks" in spec else 4,
                 pad=_minutes(r.value(spec["pad"])) if "pad" in spec else 30,
+                days=int(r.value(spec["days"])) if "days" in spec else 7,
             )
         except (ValueError, TypeError) as exc:
             bad("baseline", str(exc))
-        if bkind not in ("trailing", "same_hour_of_week"):
-            bad("baseline", f"kind must be trailing or same_hour_of_week, not {bkind!r}")
-        elif base is not None and not (60 <= base.span <= 40320 and 1 <= base.weeks <= 8):
-            bad("baseline", "span must be 1h..4w and weeks 1..8")
+        if bkind not in ("trailing", "same_hour_of_day", "same_hour_of_week"):
+            bad(
+                "baseline",
+                f"kind must be trailing, same_hour_of_day or same_hour_of_week, not {bkind!r}",
+            )
+        elif base is not None and not (
+            60 <= base.span <= 40320
+            and 1 <= base.weeks <= 8
+            and 1 <= base.days <= 28
+            and 0 <= base.pad <= 720
+        ):
+            bad("baseline", "needs span 1h..4w, weeks 1..8, days 1..28, pad 0..12h")
         if kpi.family in ("time", "rate", "volume") and margin and margin < 1:
             bad("margin", f"of {kpi.name} is a factor >= 1 (1.5 tolerates 1.5x), got {margin}")
         if kpi.family in ("proportion", "nps") and margin >= 50:
@@ -350,6 +372,7 @@ def _parse_rule(r: _Reader, node: yaml.Node, defaults: dict[str, yaml.Node]) -> 
         cooldown=max(30, minutes("cooldown", 30)),
         baseline=base,
         margin=margin,
+        dispersion=dispersion,
         threshold=threshold,
         objective=objective,
         pairs=pairs,

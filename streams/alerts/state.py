@@ -4,7 +4,9 @@
   pending alert that stops breaching vanishes without a notification).
 - *firing*: stays while the fired rung, or a shorter one, still shows the drop at the
   lower ``clear_z`` (hysteresis: a KPI hovering at the firing line does not flap); it
-  resolves after ``resolve_after`` minutes without that evidence.
+  resolves after ``resolve_after`` minutes of evidence that the KPI is back: when the
+  fired window holds too few samples to tell (a quiet night), the first longer window
+  with enough samples decides, and with none the alert holds (no news is not recovery).
 - after a resolve, the same rule and group cannot fire again for ``cooldown`` minutes
   (at least 30), and only on windows that start after the resolve: the data of the old
   drop cannot raise a new alert.
@@ -113,9 +115,9 @@ class RuleStates:
                 st = self.groups[key] = GroupState()
             if st.state == FIRING:
                 if rule.kind == "slo":
-                    evident = bool(sig.evident[:, g].any())
+                    evident = bool(sig.evident[:, g].any()) or not sig.informative[:, g].any()
                 else:
-                    evident = bool(sig.evident[: st.rung + 1, g].any())
+                    evident = self._still_evident(sig, g, st.rung)
                 if evident:
                     st.clear_run = 0
                 else:
@@ -144,6 +146,18 @@ class RuleStates:
             if st.state == INACTIVE and minute - st.resolved_at >= max(rule.cooldown, 1440):
                 del self.groups[keys[g]]
         return events
+
+    @staticmethod
+    def _still_evident(sig: Signals, g: int, rung: int) -> bool:
+        """Does the drop still show (on the fired window or a shorter one)? A recovery
+        needs evidence: when the fired window holds too few samples to tell (a quiet
+        night), the first longer window that does decides; with none, the alert holds."""
+        if sig.evident[: rung + 1, g].any():
+            return True
+        informative = np.flatnonzero(sig.informative[rung:, g])
+        if not len(informative):
+            return True
+        return bool(sig.evident[rung + informative[0], g])
 
     def dump(self) -> dict[GroupKey, dict[str, Any]]:
         return {k: s.to_json() for k, s in self.groups.items()}

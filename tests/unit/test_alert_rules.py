@@ -40,6 +40,10 @@ rules:
   - name: not_now
     kpi: nps
     enabled: false
+  - name: reply
+    kpi: reply_p50
+    dispersion: 1.8
+    baseline: {kind: same_hour_of_day, days: 14, pad: 1h}
 """
 
 
@@ -54,7 +58,7 @@ def test_the_default_rules_load() -> None:
 def test_a_good_file() -> None:
     rules = parse_rules(GOOD, "r.yaml")
     by = {r.name: r for r in rules.rules}
-    assert set(by) == {"csat_drop", "volume_drop", "frt_floor", "sla_burn"}  # 'off' disabled
+    assert set(by) == {"csat_drop", "volume_drop", "frt_floor", "sla_burn", "reply"}  # not_now off
     csat = by["csat_drop"]
     assert csat.windows == (15, 60, 1440) and csat.down and csat.severity == "page"
     assert csat.z_fire == pytest.approx(z_for_alpha(1e-4))
@@ -66,6 +70,23 @@ def test_a_good_file() -> None:
     slo = by["sla_burn"]
     assert slo.rungs == (60, 5) and slo.pairs[0].severity == "page"
     assert rules.digest == parse_rules(GOOD, "other").digest
+    reply = by["reply"]
+    assert reply.dispersion == 1.8 and reply.baseline is not None
+    assert (reply.baseline.period, reply.baseline.count, reply.baseline.pad) == (1440, 14, 60)
+
+
+def test_baseline_ranges() -> None:
+    from streams.alerts.detector import baseline_range
+
+    by = {r.name: r for r in parse_rules(GOOD, "r.yaml").rules}
+    minute = 1_000_000 * 15 + 7  # 7 minutes into a slot
+    first, last = baseline_range(by["csat_drop"], minute, 15)  # trailing 7 days
+    start_slot = (minute - 14) // 15
+    assert last.tolist() == [start_slot - 1] and first.tolist() == [start_slot - 672]
+    first, last = baseline_range(by["reply"], minute, 60)  # same hour, 14 days, +-1 h
+    assert len(first) == 14
+    assert first[0] == (minute - 59 - 1440 - 60) // 15 and last[0] == (minute - 1440 + 60) // 15
+    assert last[-1] == (minute - 14 * 1440 + 60) // 15
 
 
 def test_every_mistake_is_reported_with_its_line() -> None:

@@ -31,7 +31,7 @@ LENGTHS = np.array(RULE.windows)
 def signals(z: np.ndarray) -> Signals:
     """z: [rungs, groups]; every group has enough samples."""
     n = np.full(z.shape, 100.0)
-    return Signals(z, n, n, z >= RULE.z_fire, z >= RULE.z_clear)
+    return Signals(z, n, n, z >= RULE.z_fire, z >= RULE.z_clear, np.ones(z.shape, dtype=bool))
 
 
 def run(zs: list[np.ndarray], start: int = 1000) -> list[tuple[int, int, str]]:
@@ -129,6 +129,27 @@ def test_a_kpi_hovering_at_the_line_does_not_flap(noise: list[float], level: flo
     values = [max(v, RULE.z_clear + 0.01) for v in values]
     events = run(flat(values))
     assert [e[2] for e in events] == ["firing"]
+
+
+def test_a_window_without_data_does_not_resolve() -> None:
+    """Quiet night: the 15 min window has too few samples to tell, the 1 h one decides."""
+    states = RuleStates(RULE)
+    events = []
+    for i in range(40):
+        z = np.zeros((2, len(KEYS)))
+        informative = np.ones(z.shape, dtype=bool)
+        if i < 2:
+            z[:, 0] = 5.0
+        elif i < 20:  # no data in 15 min; the hour still shows the drop
+            informative[0, 0] = False
+            z[1, 0] = 2.0
+        else:  # nothing anywhere: hold
+            informative[:, 0] = False
+        n = np.full(z.shape, 100.0)
+        sig = Signals(z, n, n, z >= RULE.z_fire, z >= RULE.z_clear, informative)
+        for g, _st, ev in states.step(1000 + i, KEYS, sig, LENGTHS, lambda g, r: (0, {})):
+            events.append((g, ev))
+    assert events == [(0, "firing")]
 
 
 def test_state_survives_a_dump_and_restore() -> None:

@@ -132,6 +132,20 @@ def render(scores: list[SeedScore], alpha: float) -> tuple[str, bool, dict[str, 
             f"  {kpi:<16}{len(group):>10}{len(prov):>10}{sum(i.in_time for i in prov):>9}"
             f"{len(det):>10}{'' if med is None else f'{med:.0f} min':>14}"
         )
+    ref: dict[str, list[int | None]] = {}
+    for sc in scores:
+        for name, values in sc.reference.items():
+            ref.setdefault(name, []).extend(values)
+    if ref:
+        lines += ["", "deadlines for the ~2,000/day team (drops starting 10:00 UTC on weekdays; "
+                  "median, and the issue's figure):"]  # fmt: skip
+        issue = {"csat -40": "1 h", "csat -20": "4 h", "csat -10": "1 d", "frt x3": "15 min",
+                 "frt x2": "1 h"}  # fmt: skip
+        for name, values in ref.items():
+            known = sorted(v if v is not None else 10**6 for v in values)
+            med = known[len(known) // 2] if known else None
+            shown = "> 1 d" if med is None or med >= 10**6 else f"{med} min"
+            lines.append(f"  {name:<10} {shown:>10}   (issue: {issue.get(name, '-')})")
     missed = [i for i in target if not i.in_time]
     if missed:
         lines += ["", "target incidents missed (team, kpi, size, duration, deadline, delay):"]

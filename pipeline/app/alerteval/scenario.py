@@ -25,13 +25,13 @@ _MONDAY = datetime.fromisoformat("2026-01-05T00:00:00+00:00")
 _WEEK = timedelta(days=7)
 # kpi -> (weight, sizes, durations in hours)
 _FAMILIES: dict[str, tuple[float, tuple[float, ...], tuple[float, ...]]] = {
-    "csat": (0.38, (10, 15, 20, 30, 40), (2, 4, 8, 24, 48)),  # points below baseline
-    "frt": (0.30, (1.5, 2.0, 3.0, 4.0), (1, 2, 4, 8, 24)),  # factor
-    "reply_time": (0.08, (1.5, 2.0, 3.0), (2, 4, 8, 24)),
-    "nps": (0.07, (25, 45), (4, 24)),  # points below baseline
-    "ces": (0.06, (15, 30), (4, 24)),  # points below baseline
-    "volume": (0.06, (3.0, 0.3), (1, 4)),
-    "resolution_rate": (0.05, (0.5,), (4, 24)),
+    "csat": (0.40, (10, 15, 20, 30, 40), (4, 8, 24, 48)),  # points below baseline
+    "frt": (0.34, (1.5, 2.0, 3.0, 4.0), (2, 4, 8, 24)),  # factor
+    "reply_time": (0.07, (1.5, 2.0, 3.0), (2, 4, 8, 24)),
+    "nps": (0.06, (25, 45), (4, 24)),  # points below baseline
+    "ces": (0.05, (15, 30), (4, 24)),  # points below baseline
+    "volume": (0.05, (3.0, 0.3), (1, 4)),
+    "resolution_rate": (0.03, (0.5,), (4, 24)),
 }
 # Model baselines the targets are set from (SimulationParams defaults; CSAT after the
 # breach penalty; drift moves around these).

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from pipeline.app.alerteval.feed import History
 from pipeline.simulator import Incident
-from streams.alerts.layout import COUNTERS, column, hist_slice
+from streams.alerts.layout import column, hist_slice
 from streams.alerts.stats import cdf_at, edge_log, sample_size, z_for_alpha
 
 __all__ = ["LADDER", "IncidentScore", "SeedScore", "score_history"]
@@ -84,6 +85,7 @@ class SeedScore:
     flaps: int = 0
     events: int = 0
     minutes: int = 0
+    reference: dict[str, list[int | None]] = field(default_factory=dict)
 
 
 def _scope(h: History, inc: Incident) -> np.ndarray:
@@ -103,7 +105,9 @@ def _shares(hist: np.ndarray, factor: float) -> tuple[float, float]:
     return 1.0 - float(cum[edge]), above
 
 
-def _requirement(h: History, inc: Incident, s: IncidentScore, alpha: float) -> None:
+def _requirement(
+    h: History, inc: Incident, s: IncidentScore, alpha: float, drop_points: float | None = None
+) -> None:
     leaves = _scope(h, inc)
     if not len(leaves):
         return
@@ -118,7 +122,8 @@ def _requirement(h: History, inc: Incident, s: IncidentScore, alpha: float) -> N
         n0 = base[..., column(den)].sum()
         if not n0:
             return
-        s.p0, s.p1 = base[..., column(num)].sum() / n0, (inc.target or 0.0) / 100
+        s.p0 = base[..., column(num)].sum() / n0
+        s.p1 = s.p0 - drop_points / 100 if drop_points is not None else (inc.target or 0.0) / 100
     elif kpi == "nps":
         p = base[..., column("nps_promoters")].sum()
         d = base[..., column("nps_detractors")].sum()
@@ -158,6 +163,34 @@ def _requirement(h: History, inc: Incident, s: IncidentScore, alpha: float) -> N
     if s.deadline is not None and s.end - s.start >= s.deadline:
         drop = 100 * (s.p0 - s.p1) if kpi == "csat" else 0.0
         s.target = (kpi == "csat" and drop >= 10) or (kpi == "frt" and (inc.factor or 0) >= 1.5)
+
+
+REFERENCE = (("csat", 40.0), ("csat", 20.0), ("csat", 10.0), ("frt", 3.0), ("frt", 2.0))
+
+
+def reference_deadlines(h: History, team: str, alpha: float) -> dict[str, list[int | None]]:
+    """Deadlines of hypothetical drops of the issue's examples for ``team``, starting at
+    10:00 UTC on every weekday after the warm-up week (to compare with the issue)."""
+    out: dict[str, list[int | None]] = {}
+    days = h.counts.shape[0] // 1440
+    for kpi, size in REFERENCE:
+        found: list[int | None] = []
+        for day in range(7, days - 1):
+            if day % 7 in (5, 6):  # the scenario starts on a Monday
+                continue
+            start = h.first_minute + day * 1440 + 600
+            probe = IncidentScore(
+                Incident(kpi, datetime.fromtimestamp(start * 60, tz=UTC), timedelta(days=2),
+                         team, None, target=None if kpi == "frt" else 0.0,
+                         factor=size if kpi == "frt" else None),
+                start, start + 2880,
+            )  # fmt: skip
+            _requirement(
+                h, probe.incident, probe, alpha, drop_points=size if kpi == "csat" else None
+            )
+            found.append(probe.deadline)
+        out[f"{kpi} {'-' if kpi == 'csat' else 'x'}{size:g}"] = found
+    return out
 
 
 def _overlaps(group: tuple[str, ...], inc: Incident) -> bool:
@@ -210,5 +243,5 @@ def score_history(h: History, kpi_of: dict[str, str], alpha: float = 0.001) -> S
                 s.detected_at, s.rule = t.minute, t.rule
                 break
     out.incidents = scores
-    assert len(COUNTERS)
+    out.reference = reference_deadlines(h, "large", alpha) if "large" in sc.params.teams else {}
     return out
