@@ -148,7 +148,7 @@ rules:
         ("rules:\n  - name: a\n    kpi: csat_pct\n    windows: [2d]\n", "within 1m..1d"),
         (
             "rules:\n  - name: a\n    kpi: csat_pct\n    baseline: {kind: yesterday}\n",
-            "trailing or same",
+            "trailing, same_hour_of_day or",
         ),
     ],
 )
