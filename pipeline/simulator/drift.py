@@ -103,9 +103,10 @@ class Drift:
 
     def share(self, p: float, t_us: int, team: str) -> float:
         """A satisfied / easy / promoter share ``p`` moved by the drift."""
-        if p <= 0.0 or p >= 1.0:
+        shift = self.satisfaction_shift(t_us, team)
+        if p <= 0.0 or p >= 1.0 or shift == 0.0:
             return p
-        x = math.log(p / (1.0 - p)) + self.satisfaction_shift(t_us, team)
+        x = math.log(p / (1.0 - p)) + shift
         return 1.0 / (1.0 + math.exp(-x))
 
     def speed(self, t_us: int, team: str) -> float:
