@@ -10,33 +10,25 @@ samples. SLO rules use burn rates over their (long, short) window pairs instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
+from streams.alerts.evidence import (
+    MIN_STRATUM,
+    leaf_evidence,
+    nps_counts,
+    proportion_counts,
+    slo_counts,
+)
 from streams.alerts.layout import column, hist_slice
 from streams.alerts.rules import Rule
 from streams.alerts.series import SLOT, LeafKey, SeriesStore, slot_of
-from streams.alerts.stats import (
-    burn_rate,
-    combine,
-    critical,
-    mean_evidence,
-    proportion_evidence,
-    proportion_threshold_evidence,
-    quantile_from_hist,
-    rate_evidence,
-    rate_threshold_evidence,
-    share_above,
-    slow_share_evidence,
-)
+from streams.alerts.stats import burn_rate, combine, critical, quantile_from_hist
 
 __all__ = ["MIN_STRATUM", "WEEK", "GroupKey", "RuleDetector", "Signals", "group_of"]
 
 WEEK: Final = 10080
-# A leaf whose baseline holds fewer samples is left out of the test (its own baseline
-# would be noise); its window samples then do not count towards min_count either.
-MIN_STRATUM: Final = 20
 GroupKey = LeafKey
 _LEAF_OF: Final = {"region": "region", "priority": "priority", "segment": "segment"}
 
@@ -77,18 +69,27 @@ class BaselineCache:
 
     def __init__(self, store: SeriesStore) -> None:
         self.store = store
-        self._entries: dict[tuple[object, int], tuple[tuple, np.ndarray, float]] = {}
+        self._entries: dict[tuple[object, int], tuple[tuple, np.ndarray, float, Any]] = {}
 
-    def get(self, rule: Rule, minute: int, t: int) -> tuple[np.ndarray, float, tuple]:
-        """(sums ``[L, W]``, exposure minutes, validity key) of a rule's baseline."""
+    def _entry(self, rule: Rule, minute: int, t: int) -> tuple[tuple, np.ndarray, float, Any]:
         first, last = baseline_range(rule, minute, t)
         key = (first.tobytes(), last.tobytes(), self.store.past_version, self.store.n_leaves)
         found = self._entries.get((rule.baseline, t))
         if found is None or found[0] != key:
-            sums = self.store.slot_sums(first, last).sum(axis=0)
-            found = (key, sums, float(self.store.covered_minutes(first, last).sum()))
+            parts = self.store.slot_sums(first, last)
+            exposure = self.store.covered_minutes(first, last)
+            found = (key, parts.sum(axis=0), float(exposure.sum()), (parts, exposure))
             self._entries[(rule.baseline, t)] = found
-        return found[1], found[2], found[0]
+        return found
+
+    def get(self, rule: Rule, minute: int, t: int) -> tuple[np.ndarray, float, tuple]:
+        """(sums ``[L, W]``, exposure minutes, validity key) of a rule's baseline."""
+        key, sums, exposure, _ = self._entry(rule, minute, t)
+        return sums, exposure, key
+
+    def parts(self, rule: Rule, minute: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per shifted window (seasonal kinds): sums ``[K, L, W]`` and exposures ``[K]``."""
+        return self._entry(rule, minute, t)[3]
 
 
 class Cache:
@@ -132,105 +133,6 @@ def baseline_range(rule: Rule, minute: int, t: int) -> tuple[np.ndarray, np.ndar
         return last - b.span // SLOT + 1, last
     k = np.arange(1, b.count + 1) * b.period
     return (start - k - b.pad) // SLOT, (minute - k + b.pad) // SLOT
-
-
-def _proportion_counts(rule: Rule, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    k = rule.kpi
-    return a[..., column(k.num)], a[..., column(k.den)]
-
-
-def _nps_counts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    p, d = a[..., column("nps_promoters")], a[..., column("nps_detractors")]
-    return p - d, p + d, a[..., column("nps_responses")]
-
-
-def leaf_evidence(
-    rule: Rule,
-    w: np.ndarray,
-    b: np.ndarray,
-    e1: np.ndarray,
-    e0: np.ndarray,
-    prepared: dict[str, object] | None = None,
-):
-    """(D, V, K, n1, n0) per rung and leaf ``[R, L]`` of a baseline or threshold rule.
-
-    ``w``/``b``: window and baseline sums ``[R, L, W]``; ``e1``/``e0``: window and
-    baseline minutes ``[R]`` (volume exposure). ``prepared`` caches terms that depend on
-    the baseline only (valid while ``b`` is unchanged).
-    """
-    k = rule.kpi
-    fam = k.family
-    base = rule.kind == "baseline"
-    thr = rule.threshold
-    if fam == "proportion":
-        x1, n1 = _proportion_counts(rule, w)
-        x0, n0 = _proportion_counts(rule, b)
-        if base:
-            d, v, k3 = proportion_evidence(x1, n1, x0, n0, rule.margin / k.scale, rule.down)
-        else:
-            d, v, k3 = proportion_threshold_evidence(x1, n1, thr / k.scale, rule.down)
-    elif fam == "nps":
-        s1, _, n1 = _nps_counts(w)
-        s0, q0, n0 = _nps_counts(b)
-        if base:
-            d, v, k3 = mean_evidence(s1, n1, s0, q0, n0, rule.margin / k.scale)
-        else:
-            mu = thr / k.scale
-            d, v, k3 = n1 * mu - s1, n1 * (1 - mu * mu), np.zeros(np.shape(n1))
-    elif fam == "rate":
-        x1, n1 = _proportion_counts(rule, w)
-        x0, n0 = _proportion_counts(rule, b)
-        m = max(rule.margin, 1.0)
-        if base:
-            d, v, k3 = rate_evidence(x1, n1, x0, n0, 1 / m if rule.down else m, rule.down)
-        else:
-            d, v, k3 = rate_threshold_evidence(x1, n1 * thr, rule.down)
-    elif fam == "volume":
-        x1 = w[..., column(k.num)].astype(float)
-        x0 = b[..., column(k.num)].astype(float)
-        m = max(rule.margin, 1.0)
-        e1b, e0b = e1[:, None], e0[:, None]
-        if base:
-            d, v, k3 = rate_evidence(x1, e1b, x0, e0b, 1 / m if rule.down else m, rule.down)
-        else:  # the threshold is per group, handled in RuleDetector.evaluate
-            d, v, k3 = rate_threshold_evidence(x1, np.zeros_like(x1), rule.down)
-        n1 = x0 * (e1b / np.where(e0b > 0, e0b, np.inf))  # expected window count
-        n0 = x0
-    else:  # time
-        hs = hist_slice(k.hist)
-        h1 = w[..., hs]
-        n1 = h1.sum(axis=-1)
-        if base:
-            h0 = b[..., hs]
-            d, v, k3, _ = slow_share_evidence(h1, h0, k.quantile, max(rule.margin, 1.0), prepared)
-            n0 = h0.sum(axis=-1)
-        else:
-            p = 1 - k.quantile
-            d, v = share_above(h1, thr) - n1 * p, n1 * p * (1 - p)
-            k3 = n1 * p * (1 - p) * (1 - 2 * p)
-            n0 = np.zeros_like(n1)
-    if rule.dispersion != 1.0:
-        v = v * rule.dispersion
-    if not base:
-        return d, v, k3, n1.astype(float), np.full(np.shape(n1), np.inf)
-    ok = n0 >= MIN_STRATUM
-    return (
-        np.where(ok, d, 0.0),
-        np.where(ok, v, 0.0),
-        np.where(ok, k3, 0.0),
-        np.where(ok, n1, 0.0),
-        n0.astype(float),
-    )
-
-
-def slo_counts(rule: Rule, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bad and total samples per rung and leaf of an SLO rule."""
-    k = rule.kpi
-    if k.family == "time":
-        h = w[..., hist_slice(k.hist)]
-        return share_above(h, rule.threshold or 0.0), h.sum(axis=-1).astype(float)
-    x, n = _proportion_counts(rule, w)
-    return (n - x if rule.down else x).astype(float), n.astype(float)
 
 
 class RuleDetector:
@@ -291,6 +193,12 @@ class RuleDetector:
             self._stack = (np.stack([p[0] for p in parts]), np.array([p[1] for p in parts]))
             self._stack_key = key
             self.prepared.clear()
+            if rule.random_effect:
+                shifted = [cache.baselines.parts(rule, minute, t) for t in rule.rungs]
+                self.prepared["parts"] = (
+                    np.stack([p[0] for p in shifted]),
+                    np.stack([p[1] for p in shifted]),
+                )
         return w, self._stack[0], e1.astype(float), self._stack[1]
 
     def evaluate(self, cache: Cache) -> Signals:
@@ -369,8 +277,8 @@ class RuleDetector:
             obs = quantile_from_hist(w1[hs], k.quantile)
             base = quantile_from_hist(b1[hs], k.quantile) if rule.kind == "baseline" else None
         elif k.family == "nps":
-            s1, _, n1 = _nps_counts(w1)
-            s0, _, n0 = _nps_counts(b1)
+            s1, _, n1 = nps_counts(w1)
+            s0, _, n0 = nps_counts(b1)
             obs, base = (s1 / n1 if n1 else None), (s0 / n0 if n0 else None)
         elif k.family == "volume":
             n1 = n0 = int(b1[column(k.num)])
@@ -378,8 +286,8 @@ class RuleDetector:
             base = n0 * e1[rung] / e0[rung] if e0[rung] else None
             n1 = int(obs)
         else:
-            x1, n1 = _proportion_counts(rule, w1)
-            x0, n0 = _proportion_counts(rule, b1)
+            x1, n1 = proportion_counts(rule, w1)
+            x0, n0 = proportion_counts(rule, b1)
             obs, base = (x1 / n1 if n1 else None), (x0 / n0 if n0 else None)
         if rule.kind != "baseline":
             n0 = 0

@@ -100,6 +100,8 @@ class Rule:
     baseline: Baseline | None = None
     margin: float = 0.0
     dispersion: float = 1.0  # variance inflation: samples that are not independent
+    # dispersion: auto. Window-to-window variability measured on a seasonal baseline.
+    random_effect: bool = False
     threshold: float | None = None
     objective: float | None = None
     pairs: tuple[BurnPair, ...] = ()
@@ -270,7 +272,8 @@ def _parse_rule(r: _Reader, node: yaml.Node, defaults: dict[str, yaml.Node]) -> 
     z_clear = number("clear_z", 1.5, 0.0, z_fire) or 0.0
     base: Baseline | None = None
     margin = number("margin", 0.0, 0.0, 100.0) or 0.0
-    dispersion = number("dispersion", 1.0, 1.0, 10.0) or 1.0
+    random_effect = get("dispersion") == "auto"
+    dispersion = 1.0 if random_effect else number("dispersion", 1.0, 1.0, 10.0) or 1.0
     threshold = None
     objective = None
     pairs: tuple[BurnPair, ...] = ()
@@ -338,6 +341,8 @@ def _parse_rule(r: _Reader, node: yaml.Node, defaults: dict[str, yaml.Node]) -> 
             if any(not (1 <= x.short < x.long <= 1440 and x.burn > 0) for x in out):
                 bad("pairs", "need 1m <= short < long <= 1d and burn > 0")
             pairs = tuple(out)
+    if random_effect and (base is None or base.kind == "trailing"):
+        bad("dispersion", "auto needs a same_hour_of_day or same_hour_of_week baseline")
     labels = get("labels", {}) or {}
     annotations = get("annotations", {}) or {}
     for key, value in (("labels", labels), ("annotations", annotations)):
@@ -373,6 +378,7 @@ def _parse_rule(r: _Reader, node: yaml.Node, defaults: dict[str, yaml.Node]) -> 
         baseline=base,
         margin=margin,
         dispersion=dispersion,
+        random_effect=random_effect,
         threshold=threshold,
         objective=objective,
         pairs=pairs,

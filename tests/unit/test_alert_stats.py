@@ -251,3 +251,41 @@ def test_quantile_and_share_above_from_a_histogram() -> None:
         assert quantile_from_hist(h, q) == pytest.approx(exact, rel=0.08)
     assert float(share_above(h, 300.0)) == pytest.approx((samples > 300).sum(), rel=0.05)
     assert quantile_from_hist(np.zeros(BINS), 0.5) is None
+
+
+# --------------------------------------------------------------------------- random effect
+
+
+def _proportion_parts(p_by_window: list[float], n: int, seed: int) -> np.ndarray:
+    from streams.alerts.layout import WIDTH, column
+
+    rng = np.random.default_rng(seed)
+    parts = np.zeros((1, len(p_by_window), 1, WIDTH), dtype=np.int64)
+    for k, p in enumerate(p_by_window):
+        parts[0, k, 0, column("csat_responses")] = n
+        parts[0, k, 0, column("csat_satisfied")] = rng.binomial(n, p)
+    return parts
+
+
+def test_the_random_effect_measures_variation_between_baseline_windows() -> None:
+    from streams.alerts.evidence import between_windows
+    from streams.alerts.rules import parse_rules
+
+    rule = parse_rules(
+        "rules:\n  - {name: c, kpi: csat_pct, dispersion: auto,"
+        " baseline: {kind: same_hour_of_day, days: 14}}\n",
+        "t",
+    ).rules[0]
+    assert rule.random_effect
+    exposure = np.ones((1, 14))
+    flat = [between_windows(rule, _proportion_parts([0.88] * 14, 400, s), exposure,
+                            _proportion_parts([0.88] * 14, 400, s).sum(axis=1))[0, 0]
+            for s in range(40)]  # fmt: skip
+    assert np.median(flat) < 1e-4  # no drift: (almost) nothing added
+    rng = np.random.default_rng(9)
+    days = list(np.clip(rng.normal(0.88, 0.03, 14), 0.5, 0.99))
+    parts = _proportion_parts(days, 400, 1)
+    tau2 = between_windows(rule, parts, exposure, parts.sum(axis=1))[0, 0]
+    assert 0.0003 < tau2 < 0.003  # about 0.03 ** 2
+    outlier = _proportion_parts([0.88] * 13 + [0.40], 400, 2)  # a past incident in one day
+    assert between_windows(rule, outlier, exposure, outlier.sum(axis=1))[0, 0] < 0.0003
