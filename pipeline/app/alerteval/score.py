@@ -41,7 +41,20 @@ _PRIMARY = {
 # KPIs an incident also moves in the simulator (same root cause, a fair alert).
 _SECONDARY = {
     "frt": ("csat_pct", "nps", "ces_easy_pct", "reopen_rate"),
-    "volume": ("resolution_rate", "one_touch_rate", "reopen_rate", "events", "opened"),
+    # An arrival surge also shifts which waits complete when: long waits of the surge
+    # complete hours later, which reads as slower first responses and replies.
+    "volume": (
+        "resolution_rate",
+        "one_touch_rate",
+        "reopen_rate",
+        "events",
+        "opened",
+        "frt_p50",
+        "frt_p90",
+        "reply_p50",
+        "reply_p90",
+        "frt_sla_breach_rate",
+    ),
     "resolution_rate": ("one_touch_rate", "reopen_rate", "opened", "events"),
 }
 _COUNTER = {"csat": "csat_responses", "nps": "nps_responses", "ces": "ces_responses",
