@@ -49,13 +49,11 @@ def parse_window(raw: str | int | None) -> int:
     return window
 
 
-def alerts_provider() -> Callable[[Any], list[dict[str, Any]]] | None:
-    """``sinks.alerts.queries.firing_alerts`` when that module is installed, else None."""
-    try:
-        from sinks.alerts.queries import firing_alerts  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return firing_alerts  # type: ignore[no-any-return]
+def alerts_provider() -> Callable[[Any], list[dict[str, Any]]]:
+    """The firing alerts the board shows (``sinks.alerts.queries.firing_alerts``)."""
+    from sinks.alerts.queries import firing_alerts
+
+    return firing_alerts
 
 
 async def kpis_view(

@@ -176,6 +176,8 @@ def run_demo(
     keep_broker: bool,
     warmup_minutes: float = 10.0,
     keep_state: bool = False,
+    incidents: tuple[str, ...] = (),
+    webhook_url: str | None = None,
 ) -> int:
     from pipeline.simulator.producer import run_simulation
 
@@ -185,6 +187,8 @@ def run_demo(
     signal.signal(signal.SIGTERM, _terminated)
     if not settings.clickhouse.is_embedded:
         click.echo(f"writing to ClickHouse at {redact_dsn(settings.clickhouse_dsn())} (server DSN)")
+    if webhook_url:  # the sink worker (a child process) runs the alert evaluator
+        os.environ["CXPULSE_ALERTS__WEBHOOK_URL"] = webhook_url
     kafka_dir = _start_local_kafka(settings, fresh=not keep_state)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     lag = ConsumerLag(settings)
@@ -211,7 +215,7 @@ def run_demo(
                         duration=duration,
                         history_days=None,
                         seed=seed,
-                        incidents=(),
+                        incidents=incidents,
                         truth=None,
                         malformed_rate=0.002,
                         duplicate_rate=0.005,

@@ -220,6 +220,9 @@ def _sink_app(app: faust.App, settings: Settings, worker_id: str, metrics: Metri
     app.service(runner)
     _register_health(app, runner)
     _register_board(app, store)
+    from pipeline.app.alerts_role import install_alerts
+
+    install_alerts(app, settings, store, metrics)
     return RoleApp(app, "sink", runner, sink=sink, store=store)
 
 

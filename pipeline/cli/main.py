@@ -207,11 +207,12 @@ def db_migrate(ctx: click.Context, cluster: str | None, print_only: bool, after:
 @cli.command()
 @click.option(
     "--role",
-    type=click.Choice(["compute", "sink"]),
+    type=click.Choice(["compute", "sink", "alerts"]),
     default="compute",
     show_default=True,
     help="compute: events -> conversation log (scale out freely); "
-    "sink: conversation log -> ClickHouse (one process with embedded chDB).",
+    "sink: conversation log -> ClickHouse (one process with embedded chDB); "
+    "alerts: the drop-alert evaluator alone (ClickHouse server only).",
 )
 @click.option("--worker-id", default="0", show_default=True, help="Names this worker's state dir.")
 @click.option("--duration", type=SECONDS, help="Stop cleanly after this many seconds.")
@@ -231,6 +232,11 @@ def worker(
     from pipeline.app.worker import run_worker
 
     settings = _settings(ctx)
+    if role == "alerts":
+        from pipeline.app.alerts_role import run_alerts_role
+
+        run_alerts_role(settings, duration=duration, metrics_port=metrics_port)
+        return
     run_worker(
         settings,
         role,  # type: ignore[arg-type]
@@ -374,6 +380,15 @@ def kpis(ctx: click.Context, window: int, url: str | None, as_json: bool) -> Non
 @click.option(
     "--keep-broker", is_flag=True, help="Leave the local Kafka broker running afterwards."
 )
+@click.option(
+    "--incident",
+    "incidents",
+    multiple=True,
+    metavar="SPEC",
+    help="Inject a KPI drop (as `cxpulse simulate --incident`; start=+Nm counts from the "
+    "start of the warm-up history). Repeatable.",
+)
+@click.option("--webhook-url", help="Also send alert notifications to this webhook.")
 @click.pass_context
 @friendly_errors
 def run(ctx: click.Context, **opts: Any) -> None:
@@ -382,6 +397,11 @@ def run(ctx: click.Context, **opts: Any) -> None:
 
     settings = _settings(ctx)
     sys.exit(run_demo(settings, **opts))
+
+
+from pipeline.cli.alerts import register as _register_alerts  # noqa: E402
+
+_register_alerts(cli)
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.secrets import check_dsn, read_secret_file, redact_dsn, secret_from_file
 
 __all__ = [
+    "AlertSettings",
     "ClickHouseSettings",
     "ComputeSettings",
     "CustomerSettings",
@@ -281,6 +282,34 @@ class PortSettings(BaseModel):
     web_host: str = "127.0.0.1"
 
 
+class AlertSettings(BaseModel):
+    """Drop alerts: rules, receivers, pacing. Env: ``CXPULSE_ALERTS__<FIELD>``.
+
+    ``rules_file`` unset means the rules shipped with cxpulse. Receiver URLs may carry
+    credentials, so they are secrets (masked in logs and ``cxpulse config``).
+    """
+
+    model_config = _FROZEN
+
+    enabled: bool = True
+    rules_file: Path | None = None
+    alertmanager_url: SecretStr | None = None
+    webhook_url: SecretStr | None = None
+    delivery_timeout_seconds: float = Field(10.0, gt=0)
+    evaluate_interval_seconds: float = Field(5.0, gt=0)
+    resend_interval_seconds: float = Field(60.0, gt=0)
+    retry_initial_seconds: float = Field(1.0, gt=0)
+    retry_max_seconds: float = Field(300.0, gt=0)
+    # A fresh evaluator starts this far back in event time (or at the first data).
+    backfill_days: float = Field(8.0, ge=0)
+    # Samples processed more than this many minutes after their minute are not read.
+    max_lag_minutes: int = Field(60, ge=0, le=1440)
+    grafana_url: str = "http://localhost:3000"
+    grafana_dashboard_uid: str = "cxpulse-kpis"
+    # Server DSN only: the one-partition topic whose owner is the single evaluator.
+    lease_topic: str = "cxpulse.alerts-lease"
+
+
 class Settings(BaseSettings):
     """Everything a cxpulse process needs to know, frozen after load."""
 
@@ -305,6 +334,7 @@ class Settings(BaseSettings):
     kpi: KpiSettings = KpiSettings()
     customers: CustomerSettings = CustomerSettings()
     ports: PortSettings = PortSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @classmethod
     def settings_customise_sources(

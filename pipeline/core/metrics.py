@@ -36,6 +36,12 @@ class Metrics(NamedTuple):
     batch_messages: Histogram
     worker_ready: Gauge
     transaction_failures: Counter
+    alert_deliveries: Counter
+    alert_transitions: Counter
+    alerts_firing: Gauge
+    alert_evaluated_minute: Gauge
+    alert_evaluation_seconds: Histogram
+    alert_outbox_pending: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> Metrics:
@@ -179,6 +185,45 @@ class Metrics(NamedTuple):
                 "Batch transactions that failed; the partition is rebuilt from its changelog "
                 "and the batch processed again.",
                 ["role"],
+                namespace=ns,
+                registry=registry,
+            ),
+            alert_deliveries=Counter(
+                "alert_deliveries",
+                "Alert notification attempts per receiver: success, or failure (retried).",
+                ["receiver", "result"],
+                namespace=ns,
+                registry=registry,
+            ),
+            alert_transitions=Counter(
+                "alert_transitions",
+                "Alert state transitions (firing, resolved).",
+                ["state"],
+                namespace=ns,
+                registry=registry,
+            ),
+            alerts_firing=Gauge(
+                "alerts_firing",
+                "Alerts firing now.",
+                namespace=ns,
+                registry=registry,
+            ),
+            alert_evaluated_minute=Gauge(
+                "alert_evaluated_minute_seconds",
+                "Event time of the last minute the alert evaluator evaluated (Unix seconds).",
+                namespace=ns,
+                registry=registry,
+            ),
+            alert_evaluation_seconds=Histogram(
+                "alert_evaluation_seconds",
+                "Duration of one evaluator step (new closed minutes, persist, deliver).",
+                namespace=ns,
+                registry=registry,
+                buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            ),
+            alert_outbox_pending=Gauge(
+                "alert_outbox_pending",
+                "Notifications not yet accepted by their receiver.",
                 namespace=ns,
                 registry=registry,
             ),

@@ -36,6 +36,7 @@ from pipeline.simulator.customers import (
     churn_prone,
     low_answer_comment,
 )
+from pipeline.simulator.drift import Drift
 from pipeline.simulator.faults import malformed
 from pipeline.simulator.incidents import BREACH_CSAT_PENALTY, IncidentBook, to_us
 from pipeline.simulator.lifecycle import ConversationFlow
@@ -95,6 +96,7 @@ class _Simulation(ConversationFlow):
         self.rng = random.Random(f"cxpulse-content:{seed}")
         self.frng = random.Random(f"cxpulse-faults:{seed}")
         self.book = IncidentBook(p.incidents)
+        self.drift = Drift(p.drift, seed, p.teams, to_us(p.start)) if p.drift else None
         self.fmt = _TimeFormatter()
         self.start_us = to_us(p.start)
         self.end_us = to_us(p.end)
@@ -241,6 +243,8 @@ class _Simulation(ConversationFlow):
                 sat = target / 100.0
             else:
                 sat = p.csat_satisfied_share
+                if self.drift is not None:
+                    sat = self.drift.share(sat, t, c.team_emitted)
                 if c.breached:
                     sat *= 1 - BREACH_CSAT_PENALTY
                 if c.reopened:
@@ -258,6 +262,10 @@ class _Simulation(ConversationFlow):
                 promoter, detractor = 0.0, 1.0
             else:
                 promoter, detractor = p.nps_promoter_share, p.nps_detractor_share
+                if self.drift is not None:
+                    moved = self.drift.share(promoter, t, c.team_emitted)
+                    detractor *= (1 - moved) / (1 - promoter) if promoter < 1 else 1.0
+                    promoter = moved
             u = rng.random()
             if u < promoter:
                 score = 10 if rng.random() < 0.55 else 9
@@ -271,6 +279,8 @@ class _Simulation(ConversationFlow):
             score = _pick_score(rng, CHURN_CES)
         else:
             easy = target / 100.0 if target is not None else p.ces_easy_share
+            if target is None and self.drift is not None:
+                easy = self.drift.share(easy, t, c.team_emitted)
             score = _pick_score(rng, _CES_EASY if rng.random() < easy else _CES_HARD)
         fields: dict[str, Any] = {"customer_id": c.customer_id, "score": score}
         comment = low_answer_comment(rng, kind, score)

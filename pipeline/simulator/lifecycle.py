@@ -48,6 +48,7 @@ class ConversationFlow:
 
     p: Any
     rng: Any
+    drift: Any
 
     def _conversation(self, c: _Conv) -> Iterator[tuple[int, dict[str, Any]]]:
         """Yields (event time, payload) of one conversation in order; lazy so that idle
@@ -158,7 +159,10 @@ class ConversationFlow:
                             c.prio = self.prio_index[higher]
                             assign_fields["priority"] = higher
                 kpi = "frt" if i == 0 else "reply_time"
-                base = draw(ch.frt if i == 0 else ch.reply, self.prio_factor[c.prio])
+                scale = self.prio_factor[c.prio]
+                if self.drift is not None:
+                    scale *= self.drift.speed(wait_start, c.team)
+                base = draw(ch.frt if i == 0 else ch.reply, scale)
                 t_reply = wait_start + base
                 if book.has(kpi):
                     t_reply = book.stretch(kpi, wait_start, t_reply, c.team, ch.name)

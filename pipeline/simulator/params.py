@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from pipeline.simulator.drift import DriftParams
 from pipeline.simulator.incidents import Incident
 
 __all__ = [
@@ -297,6 +298,8 @@ class SimulationParams:
     duplicate_max_delay: timedelta = timedelta(minutes=2)
     incidents: tuple[Incident, ...] = ()
     drain: bool = False
+    # Slow drift of satisfaction and agent speed per team (pipeline/simulator/drift.py).
+    drift: DriftParams | None = None
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.start.utcoffset() is None:
@@ -361,6 +364,8 @@ class SimulationParams:
             raise ValueError("late_max_delay must be at least 1 second")
         if self.duplicate_max_delay < timedelta(milliseconds=1):
             raise ValueError("duplicate_max_delay must be at least 1 millisecond")
+        if self.drift is not None and not isinstance(self.drift, DriftParams):
+            raise ValueError(f"drift must be a DriftParams or None, got {self.drift!r}")
         channel_names = {c.name for c in self.channels}
         for incident in self.incidents:
             if not isinstance(incident, Incident):
