@@ -205,6 +205,12 @@ def run_demo(
             f"traffic: {warmup_minutes:g} minutes of recent history at once, then "
             f"{rate:g} events/s live for {duration:g}s (seed {seed})"
         )
+        if incidents and warmup_minutes < 45:
+            click.echo(
+                "note: the default alert rules judge a drop against at least 100 earlier "
+                "samples; with less than ~45 warm-up minutes an incident may not alert "
+                "(try --warmup-minutes 60 and start=+61m)"
+            )
 
         def produce() -> None:
             try:
