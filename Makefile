@@ -10,7 +10,7 @@ RATE ?= 100
 SEED ?= 42
 PYTEST_ARGS ?=
 
-.PHONY: help install kafka tools run test lint unit integration bench clean
+.PHONY: help install kafka tools run test lint unit integration bench soak clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ bench: install kafka  ## benchmarks, ratios measured side by side (bench/README.
 	$(PY) bench/customer_logic.py
 	$(PY) bench/query_latency.py
 	CXPULSE_PYTHON=$(PY) $(PY) bench/pipeline_throughput.py
+
+soak: install kafka  ## RSS of both workers over a 30-minute steady run (bench/soak.py)
+	CXPULSE_PYTHON=$(PY) $(PY) bench/soak.py --minutes 30
 
 clean:  ## remove generated state (var/, caches); keeps .venv and the jar cache
 	rm -rf var .pytest_cache .ruff_cache .hypothesis

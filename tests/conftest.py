@@ -12,9 +12,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 from kafka.admin import KafkaAdminClient
 
 from tests.kafka_harness import LocalKafka
+
+# Property tests check values, never speed: no per-example deadline, so a loaded CI machine
+# cannot turn a slow example into a failure.
+settings.register_profile("cxpulse", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("cxpulse")
 
 # ---------------------------------------------------------------------------------------------
 # Kafka
