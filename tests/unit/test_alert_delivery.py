@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,16 +43,11 @@ class Receiver:
 
 
 @pytest.fixture
-def db(chdb_client: Any) -> Iterator[ClickHouseStore]:
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    chdb_client.command(f"CREATE DATABASE {name}")
-    store = ClickHouseStore(chdb_client, name, Capabilities(embedded=True))
+def db(chdb_client: Any, chdb_database: str) -> ClickHouseStore:
+    store = ClickHouseStore(chdb_client, chdb_database, Capabilities(embedded=True))
     migrate(store, minute_ttl_days=400, side_ttl_days=30)
     DATA.insert(store)
-    try:
-        yield store
-    finally:
-        chdb_client.command(f"DROP DATABASE IF EXISTS {name}")
+    return store
 
 
 async def serve(receiver: Receiver) -> tuple[web.AppRunner, int]:

@@ -4,7 +4,6 @@ restart from the checkpoint, persisted transitions and outbox."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -34,16 +33,11 @@ def settings(**alerts: Any) -> Settings:
 
 
 @pytest.fixture
-def db(chdb_client: Any) -> Iterator[ClickHouseStore]:
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    chdb_client.command(f"CREATE DATABASE {name}")
-    store = ClickHouseStore(chdb_client, name, Capabilities(embedded=True))
+def db(chdb_client: Any, chdb_database: str) -> ClickHouseStore:
+    store = ClickHouseStore(chdb_client, chdb_database, Capabilities(embedded=True))
     migrate(store, minute_ttl_days=400, side_ttl_days=30)
     DATA.insert(store)
-    try:
-        yield store
-    finally:
-        chdb_client.command(f"DROP DATABASE IF EXISTS {name}")
+    return store
 
 
 def key(transitions: list) -> list[tuple[str, str, int]]:
