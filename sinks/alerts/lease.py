@@ -20,6 +20,7 @@ import logging
 from typing import Any
 
 from pipeline.core.config import Settings
+from pipeline.core.kafka import aiokafka_kwargs, kafka_python_kwargs
 from pipeline.core.logs import kv
 
 __all__ = ["KafkaLease"]
@@ -31,7 +32,7 @@ def _ensure_topic(settings: Settings, topic: str) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(client_id=f"{settings.app_id}-alerts", **settings.kafka.admin_kwargs())
+    admin = KafkaAdminClient(**kafka_python_kwargs(settings, client_id=f"{settings.app_id}-alerts"))
     try:
         admin.create_topics([NewTopic(topic, 1, settings.kafka.replication_factor)])
     except TopicAlreadyExistsError:
@@ -74,28 +75,12 @@ class KafkaLease:
         await asyncio.get_running_loop().run_in_executor(
             None, _ensure_topic, self.settings, self.topic
         )
-        k = self.settings.kafka
-        extra: dict[str, Any] = {"security_protocol": k.security_protocol}
-        if k.sasl_mechanism:
-            password = k.sasl_password.get_secret_value() if k.sasl_password else None
-            extra.update(
-                sasl_mechanism=k.sasl_mechanism,
-                sasl_plain_username=k.sasl_username,
-                sasl_plain_password=password,
-            )
-        if k.security_protocol in ("SSL", "SASL_SSL"):
-            import ssl
-
-            extra["ssl_context"] = ssl.create_default_context(
-                cafile=str(k.ssl_cafile) if k.ssl_cafile else None
-            )
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=k.bootstrap_servers,
+            **aiokafka_kwargs(self.settings, client_id=self.group),
             group_id=self.group,
             enable_auto_commit=False,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=3_000,
-            **extra,
         )
         lease = self
 
