@@ -19,12 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import mode
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from pipeline.core.config import Settings
 from pipeline.core.logs import kv
+from pipeline.core.service import MainTaskService
 from sinks.base import BaseSink, SinkBackpressureError
 from streams.failure import die
 from streams.runtime.clients import client_kwargs
@@ -48,8 +48,11 @@ class SinkRunnerConfig:
     revoke_timeout_seconds: float = 30.0
 
 
-class SinkRunner(mode.Service):
+class SinkRunner(MainTaskService):
     """Consumes ``config.topics`` into ``sink``; ``after_flush`` runs after each commit."""
+
+    stop_timeout_seconds = 90.0  # a flush may be retrying against ClickHouse
+    task_name = "cxpulse-sink"
 
     def __init__(
         self,
@@ -77,22 +80,11 @@ class SinkRunner(mode.Service):
         self._marker_check = 0.0
         self._lag_at = 0.0
         self._lock = asyncio.Lock()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
         self.assigned_once = False
         self.rebalancing = False
         self.loop_turned_at = 0.0
         self._ready = metrics.worker_ready.labels("sink")
         self._ready.set(0)
-
-    async def on_start(self) -> None:
-        self._task = asyncio.create_task(self._main(), name="cxpulse-sink")
-
-    async def on_stop(self) -> None:
-        self._stopping = True
-        if self._task is not None:
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=90)
 
     @property
     def ready(self) -> bool:

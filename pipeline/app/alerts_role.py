@@ -16,19 +16,18 @@ import logging
 import signal
 from typing import Any
 
-import mode
-
 from pipeline.core.config import Settings
 from pipeline.core.errors import CxpulseError
 from pipeline.core.logs import kv
 from pipeline.core.metrics import Metrics, serve_metrics
+from pipeline.core.service import MainTaskService
 
 __all__ = ["AlertEvaluatorService", "install_alerts", "run_alerts_role"]
 
 log = logging.getLogger(__name__)
 
 
-class AlertEvaluatorService(mode.Service):  # type: ignore[misc]
+class AlertEvaluatorService(MainTaskService):
     """The evaluator as a service of the sink worker: started and stopped with it.
 
     A service rather than a Faust ``app.task`` so that a stop waits for the running step
@@ -40,24 +39,13 @@ class AlertEvaluatorService(mode.Service):  # type: ignore[misc]
         self.settings = settings
         self.store = store
         self.metrics = metrics
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def on_start(self) -> None:
-        self._task = asyncio.create_task(self._main(), name="cxpulse-alert-evaluator")
-
-    async def on_stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=60)
 
     async def _main(self) -> None:
         from sinks.alerts.evaluator import run_evaluator
 
         try:
             if self.settings.clickhouse.is_embedded:
-                await run_evaluator(self.settings, self.store, self.metrics, self._stop)
+                await run_evaluator(self.settings, self.store, self.metrics, self._stop_event)
                 return
             from sinks.alerts.lease import KafkaLease
 
@@ -68,7 +56,7 @@ class AlertEvaluatorService(mode.Service):  # type: ignore[misc]
                     self.settings,
                     self.store,
                     self.metrics,
-                    self._stop,
+                    self._stop_event,
                     may_run=lease.held,
                     guard=lease.guard,
                 )

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 
 from pipeline.core.config import Settings
 from pipeline.core.logs import kv
+from pipeline.core.service import MainTaskService
 from streams.failure import die
 from streams.runtime.clients import client_kwargs
 from streams.runtime.contracts import PartitionLogic
@@ -81,7 +81,7 @@ class RebalanceHooks(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._assigned(set(assigned))
 
 
-class TransactionalRole(mode.Service):
+class TransactionalRole(MainTaskService):
     """Runs ``logic_factory(partition)`` for every partition the group gives this worker."""
 
     def __init__(
@@ -101,8 +101,7 @@ class TransactionalRole(mode.Service):
         self.consumer: AIOKafkaConsumer | None = None
         self._restorer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self.task_name = f"cxpulse-{config.role}"
         self.assigned_once = False
         self.rebalancing = False
         self.loop_turned_at = 0.0
@@ -111,15 +110,6 @@ class TransactionalRole(mode.Service):
         self._ready.set(0)
 
     # -- lifecycle (Faust starts and stops the service with the worker) --
-
-    async def on_start(self) -> None:
-        self._task = asyncio.create_task(self._main(), name=f"cxpulse-{self.cfg.role}")
-
-    async def on_stop(self) -> None:
-        self._stopping = True
-        if self._task is not None:
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=60)
 
     @property
     def ready(self) -> bool:
