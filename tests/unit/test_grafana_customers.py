@@ -21,11 +21,11 @@ from sinks.clickhouse.store import ClickHouseStore
 from tests.customer_harness import run_customers, source_messages
 from tests.unit.test_clickhouse_contract import new_migrated_database
 from tests.unit.test_grafana_dashboards import (
-    _LABEL,
-    _NUMERIC,
     CLICKHOUSE,
     GRAFANA,
     Expander,
+    check_overrides,
+    check_result,
     load,
     panels,
     run,
@@ -94,25 +94,9 @@ def test_every_panel_query_returns_its_columns(
             where = f"{panel['title']}/{target['refId']} ({interval_s} s)"
             names, types, rows = run(chdb_client, store, expander.expand(target["rawSql"]))
             columns |= set(names)
-            assert rows, f"{where}: no rows for data that should show"
-            numeric = [n for n, t in zip(names, types, strict=True) if _NUMERIC.match(t)]
-            assert numeric, f"{where}: no value column"
-            if panel["type"] == "timeseries":
-                assert target["format"] == 0 and target["queryType"] == "timeseries", where
-                assert names[0] == "time" and types[0].startswith("DateTime"), where
-                for n, t in zip(names[1:], types[1:], strict=True):
-                    assert _NUMERIC.match(t) or _LABEL.match(t), f"{where}: {n} is {t}"
-                times = [r[0] for r in rows]
-                assert times == sorted(times), f"{where}: not ordered by time"
-                assert len(set(times)) > 1, f"{where}: a single point"
-            else:
-                assert target["format"] == 1 and target["queryType"] == "table", where
-                if panel["type"] == "stat":
-                    assert names == numeric, f"{where}: a stat shows numbers only"
+            check_result(panel, target, names, types, rows, where, several_points=True)
             checked += 1
-        overrides = panel.get("fieldConfig", {}).get("overrides", [])
-        named = {o["matcher"]["options"] for o in overrides if o["matcher"]["id"] == "byName"}
-        assert named <= columns, f"{panel['title']}: overrides of missing {named - columns}"
+        check_overrides(panel, columns)
     assert checked >= 10
 
 

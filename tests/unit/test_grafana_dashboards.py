@@ -407,6 +407,43 @@ def run(client: Any, store: ClickHouseStore, sql: str) -> tuple[list[str], list[
 _NUMERIC = re.compile(r"^(Nullable\()?(U?Int\d+|Float\d+|Decimal.*)\)?$")
 _LABEL = re.compile(r"^(LowCardinality\()?(Nullable\()?String\)?\)?$")
 
+
+def check_result(
+    panel: dict[str, Any],
+    target: dict[str, Any],
+    names: list[str],
+    types: list[str],
+    rows: list[Any],
+    where: str,
+    *,
+    several_points: bool = False,
+) -> None:
+    """A panel query's result has the shape its panel type draws (shared by every board)."""
+    assert rows, f"{where}: no rows for data that should show"
+    numeric = [n for n, t in zip(names, types, strict=True) if _NUMERIC.match(t)]
+    assert numeric, f"{where}: no value column"
+    if panel["type"] == "timeseries":
+        assert target["format"] == 0 and target["queryType"] == "timeseries", where
+        assert names[0] == "time" and types[0].startswith("DateTime"), where
+        for n, t in zip(names[1:], types[1:], strict=True):
+            assert _NUMERIC.match(t) or _LABEL.match(t), f"{where}: {n} is {t}"
+        times = [r[0] for r in rows]
+        assert times == sorted(times), f"{where}: not ordered by time"
+        if several_points:
+            assert len(set(times)) > 1, f"{where}: a single point"
+    else:
+        assert target["format"] == 1 and target["queryType"] == "table", where
+        if panel["type"] == "stat":
+            assert names == numeric, f"{where}: a stat shows numbers only"
+
+
+def check_overrides(panel: dict[str, Any], columns: set[str]) -> None:
+    """Field overrides name only columns the panel's queries return."""
+    overrides = panel.get("fieldConfig", {}).get("overrides", [])
+    named = {o["matcher"]["options"] for o in overrides if o["matcher"]["id"] == "byName"}
+    assert named <= columns, f"{panel['title']}: overrides of missing {named - columns}"
+
+
 SCOPES = [(ALL, ALL), ("billing", ALL), (ALL, "chat"), ("billing", "chat")]
 
 
@@ -429,24 +466,9 @@ def test_clickhouse_panels_return_their_columns(
             where = f"{panel['title']}/{target['refId']} ({team}, {channel}, {window})"
             names, types, rows = run(chdb_client, store, expander.expand(target["rawSql"]))
             columns |= set(names)
-            assert rows, f"{where}: no rows for data that should show"
-            numeric = [n for n, t in zip(names, types, strict=True) if _NUMERIC.match(t)]
-            assert numeric, f"{where}: no value column"
-            if panel["type"] == "timeseries":
-                assert target["format"] == 0 and target["queryType"] == "timeseries", where
-                assert names[0] == "time" and types[0].startswith("DateTime"), where
-                for n, t in zip(names[1:], types[1:], strict=True):
-                    assert _NUMERIC.match(t) or _LABEL.match(t), f"{where}: {n} is {t}"
-                times = [r[0] for r in rows]
-                assert times == sorted(times), f"{where}: not ordered by time"
-            else:
-                assert target["format"] == 1 and target["queryType"] == "table", where
-                if panel["type"] == "stat":
-                    assert names == numeric, f"{where}: a stat shows numbers only"
+            check_result(panel, target, names, types, rows, where)
             checked += 1
-        overrides = panel.get("fieldConfig", {}).get("overrides", [])
-        named = {o["matcher"]["options"] for o in overrides if o["matcher"]["id"] == "byName"}
-        assert named <= columns, f"{panel['title']}: overrides of missing {named - columns}"
+        check_overrides(panel, columns)
     assert checked >= 15
 
 
