@@ -17,10 +17,10 @@ from pipeline.core.config import Settings
 from pipeline.core.metrics import Metrics
 from sinks.alerts.delivery import alertmanager_body, grafana_link
 from sinks.alerts.evaluator import AlertEvaluator
-from sinks.clickhouse.migrate import migrate
-from sinks.clickhouse.store import Capabilities, ClickHouseStore
+from sinks.clickhouse.store import ClickHouseStore
 from streams.alerts.rules import parse_rules
 from tests.alert_data import PARTITIONS, RULES, Drop, insert_progress, synthetic
+from tests.unit.test_clickhouse_contract import migrated_store
 
 DATA = synthetic(360, (Drop("csat", "billing", 240, 290, 0.3),), seed=5)
 RULESET = parse_rules(RULES, "test-rules.yaml")
@@ -44,8 +44,7 @@ class Receiver:
 
 @pytest.fixture
 def db(chdb_client: Any, chdb_database: str) -> ClickHouseStore:
-    store = ClickHouseStore(chdb_client, chdb_database, Capabilities(embedded=True))
-    migrate(store, minute_ttl_days=400, side_ttl_days=30)
+    store = migrated_store(chdb_client, chdb_database)
     DATA.insert(store)
     return store
 

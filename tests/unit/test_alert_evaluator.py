@@ -17,6 +17,7 @@ from sinks.clickhouse.store import Capabilities, ClickHouseStore
 from streams.alerts.engine import Engine
 from streams.alerts.rules import parse_rules
 from tests.alert_data import PARTITIONS, RULES, Drop, insert_progress, synthetic
+from tests.unit.test_clickhouse_contract import migrated_store
 
 pytest.importorskip("clickhouse_connect")
 
@@ -34,8 +35,7 @@ def settings(**alerts: Any) -> Settings:
 
 @pytest.fixture
 def db(chdb_client: Any, chdb_database: str) -> ClickHouseStore:
-    store = ClickHouseStore(chdb_client, chdb_database, Capabilities(embedded=True))
-    migrate(store, minute_ttl_days=400, side_ttl_days=30)
+    store = migrated_store(chdb_client, chdb_database)
     DATA.insert(store)
     return store
 

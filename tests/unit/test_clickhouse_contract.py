@@ -288,13 +288,18 @@ def build_dataset(seed: int = 20250303) -> Dataset:
     return data
 
 
-def new_migrated_database(client: Any) -> ClickHouseStore:
-    """A fresh database with the whole schema, built by the real migration runner."""
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    client.command(f"CREATE DATABASE {name}")
-    store = ClickHouseStore(client, name, Capabilities(embedded=True))
+def migrated_store(client: Any, database: str) -> ClickHouseStore:
+    """The whole schema in ``database`` (which exists), built by the real migration runner."""
+    store = ClickHouseStore(client, database, Capabilities(embedded=True))
     migrate(store, minute_ttl_days=400, side_ttl_days=30)
     return store
+
+
+def new_migrated_database(client: Any) -> ClickHouseStore:
+    """A fresh database with the whole schema."""
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    client.command(f"CREATE DATABASE {name}")
+    return migrated_store(client, name)
 
 
 @pytest.fixture(scope="module")
