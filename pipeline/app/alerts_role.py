@@ -41,31 +41,31 @@ class AlertEvaluatorService(MainTaskService):
         self.metrics = metrics
 
     async def _main(self) -> None:
-        from sinks.alerts.evaluator import run_evaluator
-
         try:
-            if self.settings.clickhouse.is_embedded:
-                await run_evaluator(self.settings, self.store, self.metrics, self._stop_event)
-                return
-            from sinks.alerts.lease import KafkaLease
-
-            lease = KafkaLease(self.settings)
-            await lease.start()
-            try:
-                await run_evaluator(
-                    self.settings,
-                    self.store,
-                    self.metrics,
-                    self._stop_event,
-                    may_run=lease.held,
-                    guard=lease.guard,
-                )
-            finally:
-                await lease.stop()
+            await evaluate(self.settings, self.store, self.metrics, self._stop_event)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("alert evaluator stopped on an error")
+
+
+async def evaluate(settings: Settings, store: Any, metrics: Metrics, stop: asyncio.Event) -> None:
+    """Run the evaluator until ``stop``: directly on embedded chDB (this process owns it),
+    under the Kafka lease with a server DSN (any number of processes may host it)."""
+    from sinks.alerts.evaluator import run_evaluator
+
+    if settings.clickhouse.is_embedded:
+        await run_evaluator(settings, store, metrics, stop)
+        return
+    from sinks.alerts.lease import KafkaLease
+
+    lease = KafkaLease(settings)
+    await lease.start()
+    log.info("alert evaluator lease joined", extra=kv(group=lease.group, topic=lease.topic))
+    try:
+        await run_evaluator(settings, store, metrics, stop, may_run=lease.held, guard=lease.guard)
+    finally:
+        await lease.stop()
 
 
 def install_alerts(app: Any, settings: Settings, store: Any, metrics: Metrics) -> None:
@@ -90,8 +90,6 @@ def run_alerts_role(
             "--role alerts needs a ClickHouse server DSN: with embedded chDB the sink worker "
             "owns the engine and runs the alert evaluator itself"
         )
-    from sinks.alerts.evaluator import run_evaluator
-    from sinks.alerts.lease import KafkaLease
     from sinks.clickhouse.migrate import migrate
     from sinks.clickhouse.store import open_store
 
@@ -111,15 +109,7 @@ def run_alerts_role(
             loop.add_signal_handler(sig, stop.set)
         if duration:
             loop.call_later(duration, stop.set)
-        lease = KafkaLease(settings)
-        await lease.start()
-        log.info("alerts role started", extra=kv(group=lease.group, topic=lease.topic))
-        try:
-            await run_evaluator(
-                settings, store, metrics, stop, may_run=lease.held, guard=lease.guard
-            )
-        finally:
-            await lease.stop()
+        await evaluate(settings, store, metrics, stop)
 
     try:
         asyncio.run(main())

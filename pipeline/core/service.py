@@ -1,7 +1,7 @@
 """A worker service whose work is one long-running task: start it, and on stop let it end.
 
 Faust starts and stops the services registered with ``app.service``; a role's loop (the
-compute runtime, the sink, the alert evaluator) checks :attr:`stopping` between steps so
+compute runtime, the sink, the alert evaluator) checks ``_stopping`` between steps so
 that a stop lets the step in hand finish (commit, flush, persist) instead of cancelling it.
 """
 
@@ -16,7 +16,8 @@ __all__ = ["MainTaskService"]
 
 
 class MainTaskService(mode.Service):  # type: ignore[misc]
-    """Runs :meth:`_main` from start; a stop sets :attr:`stopping` and waits for it."""
+    """Runs :meth:`_main` from start; a stop sets ``_stopping`` (and ``_stop_event``) and
+    waits for it."""
 
     #: Seconds a stop waits for the running step before giving up on it.
     stop_timeout_seconds: float = 60.0
@@ -27,10 +28,6 @@ class MainTaskService(mode.Service):  # type: ignore[misc]
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._stop_event = asyncio.Event()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
 
     async def _main(self) -> None:
         raise NotImplementedError

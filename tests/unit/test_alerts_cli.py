@@ -71,3 +71,19 @@ s.insert("alerts", cols, names)
     text = cxpulse("alerts")
     assert "firing (1):" in text and "CSAT dropped for team billing" in text
     assert "CSAT dropped for team tech" in text.split("recent (resolved):")[1]
+
+
+def test_the_alerts_role_refuses_the_embedded_engine(tmp_path: Path) -> None:
+    """With chDB the sink owns the engine and evaluates; a second evaluator process would
+    fight it for the lock, so ``--role alerts`` says what to do instead of starting."""
+    env = {**os.environ, "CXPULSE_CLICKHOUSE__DSN": f"chdb://{tmp_path / 'ch'}"}
+    res = subprocess.run(
+        [sys.executable, "-m", "pipeline", "worker", "--role", "alerts"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode != 0
+    assert "--role alerts needs a ClickHouse server DSN" in res.stderr, res.stderr
+    assert not (tmp_path / "ch").exists()  # refused before opening the engine
