@@ -85,8 +85,13 @@ class ComputeExtension(Protocol):
         self, event: Event, state: ConversationState, contribution: Contribution, msg: Any
     ) -> list[OutputRecord]: ...
 
-    def finish(self) -> list[OutputRecord]:
-        """Outputs due at the end of the batch (after its last event)."""
+    def finish(
+        self, partition: int, floor_us: int | None, end_floor_us: int | None
+    ) -> list[OutputRecord]:
+        """Outputs due at the end of the batch (after its last event). Floors: no event the
+        partition accepts from this batch on (``floor_us``, the watermark at the batch's
+        start or its first accepted event, minus the allowed lateness) or after it
+        (``end_floor_us``, from the watermark at its end) is older; None: no watermark."""
         ...
 
 
@@ -163,6 +168,7 @@ class ConversationLogic:
         tally = dict.fromkeys(Verdict, 0)  # metrics once per batch, not per event
         invalid = 0
         extensions = self.extensions
+        start_wm = gate.watermark_us  # with the lateness: a floor for every later event
         for msg in messages:
             try:
                 event = parse_event(msg.value if msg.value is not None else b"")
@@ -189,6 +195,8 @@ class ConversationLogic:
                 assert new_state is not None and contribution is not None
                 changed[key] = new_state
                 wm = gate.watermark_us or 0
+                if start_wm is None:
+                    start_wm = wm  # the first event ever accepted
                 progress = self.progress_us
                 if progress is None or wm > progress:
                     progress = self.progress_us = wm
@@ -229,8 +237,12 @@ class ConversationLogic:
             facts.append(fact_fields(key, partition, st))
         self._sweep(changelog, changed)
         changelog[PARTITION_KEY] = self._partition_record()
-        for ext in extensions:
-            outputs.extend(ext.finish())
+        if extensions:
+            lateness = cfg.allowed_lateness_us
+            floor = None if start_wm is None else start_wm - lateness
+            end_floor = None if wm is None else wm - lateness
+            for ext in extensions:
+                outputs.extend(ext.finish(partition, floor, end_floor))
         for body in delta.encode(
             first_offset=first, offset=last, watermark_us=wm, progress_us=self.progress_us
         ):

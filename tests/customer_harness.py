@@ -24,7 +24,7 @@ from pipeline.core.events import parse_event
 from pipeline.simulator import SimEvent
 from sinks.clickhouse.customer_rows import customer_log_rows, followup_row
 from streams.conversation import ConversationState
-from streams.customers.facts import CustomerFact, customer_fact, group_by_customer
+from streams.customers.facts import CustomerFact, customer_fact, floor_header, group_by_customer
 from streams.customers.followups import DEFAULT_RULES, FollowupRules, followup_record
 from streams.customers.logic import CustomerLogic
 from streams.customers.rules import Rules
@@ -89,10 +89,18 @@ class Compute:
     gates: dict[int, PartitionGate] = field(default_factory=dict)
     states: dict[int, dict[str, ConversationState]] = field(default_factory=dict)
     followup_rules: FollowupRules = DEFAULT_RULES
+    floor: int | None = None
+    end_floor: int | None = None
 
     def batch(self, msgs: list[SourceMessage]) -> tuple[list[CustomerFact], list[bytes]]:
+        """The facts and follow-ups of one partition's messages; :attr:`floor` is the floor
+        the compute role stamps on the facts records (its watermark at the start, or its
+        first accepted event, minus the lateness)."""
         facts: list[CustomerFact] = []
         followups: list[bytes] = []
+        start: int | None = None
+        if msgs and msgs[0].partition in self.gates:
+            start = self.gates[msgs[0].partition].watermark_us
         for m in msgs:
             gate = self.gates.get(m.partition)
             if gate is None:
@@ -112,6 +120,8 @@ class Compute:
                 continue
             assert outcome.state is not None and outcome.contribution is not None
             states[event.conversation_id] = outcome.state
+            if start is None:
+                start = gate.watermark_us
             source = (m.partition, m.offset, m.timestamp_ms)
             fact = customer_fact(event, outcome.state, outcome.contribution, source)
             if fact is not None:
@@ -119,6 +129,9 @@ class Compute:
             record = followup_record(event, outcome.state, source, self.followup_rules)
             if record is not None:
                 followups.append(record)
+        self.floor = None if start is None else start - 600_000_000
+        end = self.gates[msgs[0].partition].watermark_us if msgs else None
+        self.end_floor = None if end is None else end - 600_000_000
         return facts, followups
 
 
@@ -129,6 +142,7 @@ class Run:
     health_rows: list[tuple[Any, ...]] = field(default_factory=list)
     change_rows: list[tuple[Any, ...]] = field(default_factory=list)
     followup_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    progress_rows: list[tuple[Any, ...]] = field(default_factory=list)  # customer_progress
     watermarks: dict[int, int] = field(default_factory=dict)  # customer partition -> W
     facts: int = 0
     records: int = 0
@@ -193,16 +207,28 @@ def run_customers(
     run = Run()
     batches = 0
 
-    def produce(facts: list[CustomerFact]) -> None:
+    def produce(facts: list[CustomerFact], p: int, floor: int | None, end: int | None) -> None:
+        """As the compute role's customer extension: the records, then the heartbeats."""
+        headers = () if floor is None else (floor_header(p, floor),)
         for key, value in group_by_customer(facts):
             cp = partition_for(key, customer_partitions)
-            msg = InputMessage("cxpulse.customer-facts", cp, fact_offsets[cp], key, value, 0)
+            msg = InputMessage(
+                "cxpulse.customer-facts", cp, fact_offsets[cp], key, value, 0, headers
+            )
             fact_offsets[cp] += 1
             queues[cp].append(msg)
             run.records += 1
             if redeliver and rng.random() < redeliver:
-                again = InputMessage(msg.topic, cp, 0, key, value, 0)
+                again = InputMessage(msg.topic, cp, 0, key, value, 0, headers)
                 queues[cp].insert(rng.randint(len(queues[cp]) - 1, len(queues[cp])), again)
+        if end is not None and (floor is None or end // 60_000_000 > floor // 60_000_000):
+            for cp in range(customer_partitions):
+                beat = InputMessage(
+                    "cxpulse.customer-facts", cp, fact_offsets[cp], None, b"[1]", 0,
+                    (floor_header(p, end),),
+                )  # fmt: skip
+                fact_offsets[cp] += 1
+                queues[cp].append(beat)
 
     def consume(cp: int, limit: int) -> None:
         nonlocal batches
@@ -217,6 +243,8 @@ def run_customers(
             log_offsets[cp] += 1
             run.health_rows.extend(rows.health)
             run.change_rows.extend(rows.changes)
+            if rows.progress is not None:
+                run.progress_rows.append(rows.progress)
         batches += 1
         if restart_every and batches % restart_every == 0:
             logics[cp] = CustomerLogic(rules)
@@ -227,7 +255,7 @@ def run_customers(
         cursor[p] += len(chunk)
         facts, followups = compute.batch(chunk)
         run.facts += len(facts)
-        produce(facts)
+        produce(facts, p, compute.floor, compute.end_floor)
         run.followup_rows.extend(followup_row(v) for v in followups)
 
     for p, n in (lead or {}).items():

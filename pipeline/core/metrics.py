@@ -40,6 +40,7 @@ class Metrics(NamedTuple):
     alert_transitions: Counter
     alerts_firing: Gauge
     alert_evaluated_minute: Gauge
+    alert_levels_evaluated_minute: Gauge
     alert_evaluation_seconds: Histogram
     alert_outbox_pending: Gauge
 
@@ -211,6 +212,13 @@ class Metrics(NamedTuple):
             alert_evaluated_minute=Gauge(
                 "alert_evaluated_minute_seconds",
                 "Event time of the last minute the alert evaluator evaluated (Unix seconds).",
+                namespace=ns,
+                registry=registry,
+            ),
+            alert_levels_evaluated_minute=Gauge(
+                "alert_levels_evaluated_minute_seconds",
+                "Event time of the last minute the rise rules (revenue and customers at risk) "
+                "evaluated: the customer history's frozen boundary (Unix seconds).",
                 namespace=ns,
                 registry=registry,
             ),

@@ -52,13 +52,18 @@ def _iso(minute: int | None) -> str | None:
 
 
 def grafana_link(base: str, uid: str, rule: Rule, t: Transition) -> str:
-    """The KPI board's panel of this KPI, scoped to the alert's team/channel and time."""
+    """The board panel of this KPI, scoped to the alert's team/channel and time.
+
+    ``uid`` names the KPI board; KPIs of the customers board (levels) link there."""
     end = t.details.get("resolved_at") or t.minute
     query = {
         "viewPanel": str(rule.kpi.panel),
         "from": str((t.onset - 120) * 60_000),
         "to": str((int(end) + 60) * 60_000),
     }
+    board = rule.kpi.board
+    if board != "cxpulse-kpis":  # the customers board has no team/channel variables
+        return f"{base.rstrip('/')}/d/{board}/{board}?{urllib.parse.urlencode(query)}"
     if t.group[1]:
         query["var-team"] = t.group[1]
     if t.group[2]:

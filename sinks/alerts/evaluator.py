@@ -4,7 +4,10 @@ One :meth:`AlertEvaluator.step`:
 
 1. **evaluate**: the closed minute is the last one every source partition's progress has
    passed (``source_progress``); each minute after the checkpoint is fed to the detector
-   with exactly the rows that became known at it, in batches of up to six hours;
+   with exactly the rows that became known at it, in batches of up to six hours. Rise
+   rules (revenue and customers at risk) run the same way on their own clock: the last
+   minute every customer-log partition has frozen (``customer_progress``), with their own
+   checkpoint (streams/alerts/levels.py, sinks/alerts/level_store.py);
 2. **persist** each batch: transitions to ``alerts``, one ``alert_outbox`` entry per
    transition and receiver, then the checkpoint (last minute + every alert state) in one
    row. A crash before the checkpoint re-runs the batch and writes the same rows again
@@ -37,10 +40,12 @@ from pipeline.core.config import Settings
 from pipeline.core.logs import kv
 from pipeline.core.metrics import Metrics
 from sinks.alerts.delivery import DeliveryError, Receiver, notification, send
+from sinks.alerts.level_store import LevelStore
 from sinks.alerts.store import AlertStore, dt
 from sinks.clickhouse.store import Store, StoreUnavailable
 from streams.alerts.detector import _LEAF_OF
 from streams.alerts.engine import Engine
+from streams.alerts.levels import LevelEngine
 from streams.alerts.rules import RuleSet, load_rules
 from streams.alerts.state import Transition
 
@@ -116,8 +121,17 @@ class AlertEvaluator:
         self.rules = rules or load_rules(a.rules_file)
         self.by_rule = {r.name: r for r in self.rules.rules}
         self.engine = Engine(self.rules)
-        leaves = {_LEAF_OF.get(g, "team_channel") for r in self.rules.rules for g in r.groupings}
+        leaves = {
+            _LEAF_OF.get(g, "team_channel")
+            for r in self.rules.rules
+            if r.kind != "rise"
+            for g in r.groupings
+        }
         self.io = AlertStore(store, groupings=sorted(leaves), max_lag=a.max_lag_minutes)
+        self.levels = LevelEngine(self.rules)
+        self.level_io = LevelStore(store)
+        self.levels_on = bool(self.levels.rules) and settings.customers.enabled
+        self.levels_loaded = False
         self.metrics = metrics
         self.receivers = receivers_of(settings)
         self.grafana = (a.grafana_url, a.grafana_dashboard_uid)
@@ -153,6 +167,18 @@ class AlertEvaluator:
 
     def evaluate(self) -> list[Transition]:
         """Evaluate every minute closed since the checkpoint; persist as it goes."""
+        out: list[Transition] = self._evaluate_kpis()
+        if self.levels_on:
+            out.extend(self._evaluate_levels())
+        if self.metrics is not None and self.engine.minute is not None:
+            self.metrics.alert_evaluated_minute.set(self.engine.minute * 60)
+        if self.metrics is not None and self.levels.minute is not None:
+            self.metrics.alert_levels_evaluated_minute.set(self.levels.minute * 60)
+        if self.metrics is not None:
+            self.metrics.alerts_firing.set(len(self.engine.firing()) + len(self.levels.firing()))
+        return out
+
+    def _evaluate_kpis(self) -> list[Transition]:
         closed = self.io.closed_minute(self.settings.topics.partitions)
         if closed is None or (not self.loaded and not self._load(closed)):
             return []
@@ -166,12 +192,47 @@ class AlertEvaluator:
                 batch.extend(self.engine.advance(minute, deltas.get(minute, [])))
             self._persist(batch, last)
             out.extend(batch)
-        if self.metrics is not None and self.engine.minute is not None:
-            self.metrics.alert_evaluated_minute.set(self.engine.minute * 60)
-            self.metrics.alerts_firing.set(len(self.engine.firing()))
         return out
 
-    def _persist(self, transitions: list[Transition], minute: int) -> None:
+    def _evaluate_levels(self) -> list[Transition]:
+        """Rise rules: every minute the customer history has frozen since their checkpoint."""
+        io, engine = self.level_io, self.levels
+        closed = io.closed_minute(self.settings.topics.partitions)
+        if closed is None:
+            return []
+        if not self.levels_loaded:
+            found = io.checkpoints.load_checkpoint()
+            if found is not None:
+                minute, snap = found
+            else:
+                first = io.first_minute(closed)
+                start = closed if first is None else first
+                days = self.settings.alerts.backfill_days
+                minute, snap = max(start, closed - int(days * 1440)) - 1, None
+            changes = io.changes(minute - engine.series.span, minute, fold_before=True)
+            engine.load(minute, changes, io.first_minute(minute))  # warm-up from the start
+            restored = engine.restore(snap) if snap else []
+            log.info(
+                "rise rules resumed" if snap else "rise rules started",
+                extra=kv(minute=dt(minute).isoformat(), rules=len(engine.rules),
+                         restored=len(restored)),
+            )  # fmt: skip
+            self.levels_loaded = True
+        out: list[Transition] = []
+        while engine.minute is not None and engine.minute < closed:
+            first = engine.minute + 1
+            last = min(closed, first + BATCH - 1)
+            by_minute: dict[int, list[Any]] = {}
+            for change in io.changes(first, last):
+                by_minute.setdefault(change[1], []).append(change)
+            batch: list[Transition] = []
+            for minute in range(first, last + 1):
+                batch.extend(engine.advance(minute, by_minute.get(minute, ())))
+            self._persist(batch, last, levels=True)
+            out.extend(batch)
+        return out
+
+    def _persist(self, transitions: list[Transition], minute: int, *, levels: bool = False) -> None:
         rows, entries = [], []
         for t in transitions:
             rule = self.by_rule[t.rule]
@@ -198,16 +259,23 @@ class AlertEvaluator:
             )  # fmt: skip
         self.io.write_alert_rows(rows)
         self.io.write_outbox(entries)
-        self.io.save_checkpoint(minute, self.rules.digest, self.engine.snapshot())
+        if levels:
+            self.level_io.checkpoints.save_checkpoint(
+                minute, self.rules.digest, self.levels.snapshot()
+            )
+        else:
+            self.io.save_checkpoint(minute, self.rules.digest, self.engine.snapshot())
 
     # -- deliver (async) --
 
     async def deliver(self, session: aiohttp.ClientSession) -> int:
         """Send pending notifications of checkpointed minutes; returns how many went out."""
-        if not self.receivers or self.engine.minute is None:
+        upto = max((m for m in (self.engine.minute, self.levels.minute) if m is not None),
+                   default=None)  # fmt: skip
+        if not self.receivers or upto is None:
             return 0
         loop = asyncio.get_running_loop()
-        pending = await loop.run_in_executor(None, self.io.pending, self.engine.minute)
+        pending = await loop.run_in_executor(None, self.io.pending, upto)
         if self.metrics is not None:
             self.metrics.alert_outbox_pending.set(len(pending))
         by_name = {r.name: r for r in self.receivers}
@@ -287,7 +355,7 @@ class AlertEvaluator:
             return
         self._last_resend = self.clock()
         notes = []
-        for rule, key, st in self.engine.firing():
+        for rule, key, st in self.engine.firing() + self.levels.firing():
             t = Transition(
                 st.alert_id,
                 rule.name,

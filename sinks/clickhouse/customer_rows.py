@@ -6,8 +6,9 @@ with the column names below (``store.insert(table, columns, names)``).
 * ``cxpulse.customer-log`` (the customer role's changelog) -> :func:`customer_log_rows`:
   one ``customer_health`` row per record (``version`` = the record's log offset), plus the
   ``customer_risk_changes`` rows of the transitions it wrote or withdrew. The watermark
-  record and tombstones (expired customers) give no rows: the last health row of an
-  expired customer already shows an empty window.
+  record gives the partition's ``customer_progress`` row (how far its risk history is
+  final). Tombstones (expired customers) give no rows: the last health row of an expired
+  customer already shows an empty window.
 * ``cxpulse.feedback-followups`` -> :func:`followup_row`: one ``feedback_followups`` row.
 
 Every row is full state keyed as its table's ``ORDER BY``, so re-reading a record after a
@@ -30,6 +31,7 @@ __all__ = [
     "CHANGE_COLUMNS",
     "FOLLOWUP_COLUMNS",
     "HEALTH_COLUMNS",
+    "PROGRESS_COLUMNS",
     "CustomerLogRows",
     "customer_log_rows",
     "followup_row",
@@ -74,6 +76,7 @@ CHANGE_COLUMNS = (
     "version",
     "deleted",
 )
+PROGRESS_COLUMNS = ("log_partition", "watermark", "frozen", "version")
 FOLLOWUP_COLUMNS = (
     "conversation_id",
     "event_id",
@@ -106,6 +109,7 @@ class CustomerLogRows:
 
     health: list[tuple[Any, ...]] = field(default_factory=list)
     changes: list[tuple[Any, ...]] = field(default_factory=list)
+    progress: tuple[Any, ...] | None = None
 
 
 def customer_log_rows(
@@ -113,7 +117,12 @@ def customer_log_rows(
 ) -> CustomerLogRows:
     """The rows of one customer-log record at (partition, offset)."""
     out = CustomerLogRows()
-    if value is None or key == META_KEY:
+    if value is None:
+        return out
+    if key == META_KEY:
+        meta = json.loads(value)
+        if "f" in meta:  # older builds wrote no "f": wait for a record that has it
+            out.progress = (partition, _utc(meta["w"]), _utc(meta["f"]), offset)
         return out
     d = json.loads(value)
     if type(d) is not dict or d.get("v") != STATE_VERSION:

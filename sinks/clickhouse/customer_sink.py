@@ -18,6 +18,7 @@ from sinks.clickhouse.customer_rows import (
     CHANGE_COLUMNS,
     FOLLOWUP_COLUMNS,
     HEALTH_COLUMNS,
+    PROGRESS_COLUMNS,
     customer_log_rows,
     followup_row,
 )
@@ -45,6 +46,7 @@ class CustomerSink(BaseSink[Any]):
         self._health: dict[str, tuple[Any, ...]] = {}  # customer -> newest row
         self._changes: list[tuple[Any, ...]] = []
         self._followups: list[tuple[Any, ...]] = []
+        self._progress: dict[int, tuple[Any, ...]] = {}  # log partition -> newest row
 
     def add(self, record: Any) -> None:
         if record.topic == self.log_topic:
@@ -64,6 +66,8 @@ class CustomerSink(BaseSink[Any]):
                 if known is None or known[2] < row[2]:
                     self._health[row[0]] = row
             self._changes.extend(rows.changes)
+            if rows.progress is not None:
+                self._progress[record.partition] = rows.progress
         elif record.topic == self.followups_topic and record.value:
             try:
                 self._followups.append(followup_row(record.value))
@@ -78,6 +82,10 @@ class CustomerSink(BaseSink[Any]):
             written = self._insert("customer_health", list(self._health.values()), HEALTH_COLUMNS)
             written += self._insert("customer_risk_changes", self._changes, CHANGE_COLUMNS)
             written += self._insert("feedback_followups", self._followups, FOLLOWUP_COLUMNS)
+            # Last: progress promises that the risk changes before it are stored.
+            written += self._insert(
+                "customer_progress", list(self._progress.values()), PROGRESS_COLUMNS
+            )
         except StoreUnavailable as exc:
             self.metrics.sink_flush_failures.inc()
             raise SinkBackpressureError(self.retry_after, str(exc)) from exc
@@ -89,6 +97,7 @@ class CustomerSink(BaseSink[Any]):
         self._health.clear()
         self._changes.clear()
         self._followups.clear()
+        self._progress.clear()
         return written
 
     def _insert(self, table: str, rows: list[tuple[Any, ...]], columns: tuple[str, ...]) -> int:
@@ -100,4 +109,4 @@ class CustomerSink(BaseSink[Any]):
 
     @property
     def has_pending(self) -> bool:
-        return bool(self._health or self._changes or self._followups)
+        return bool(self._health or self._changes or self._followups or self._progress)

@@ -38,11 +38,13 @@ def horizon(rules: Iterable[Rule]) -> tuple[int, int]:
 class Engine:
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
-        minute_span, slot_span = horizon(rules.rules)
+        # Rise rules watch customer levels, not minute partials: streams/alerts/levels.py.
+        kpi_rules = [rule for rule in rules.rules if rule.kind != "rise"]
+        minute_span, slot_span = horizon(kpi_rules)
         self.store = SeriesStore(minute_span, slot_span)
-        self.detectors = [RuleDetector(rule, self.store) for rule in rules.rules]
-        self.states = [RuleStates(rule) for rule in rules.rules]
-        self.lengths = tuple(sorted({t for rule in rules.rules for t in rule.rungs}))
+        self.detectors = [RuleDetector(rule, self.store) for rule in kpi_rules]
+        self.states = [RuleStates(rule) for rule in kpi_rules]
+        self.lengths = tuple(sorted({t for rule in kpi_rules for t in rule.rungs}))
         self.baselines = BaselineCache(self.store)
         self.minute: int | None = None  # last minute evaluated
 

@@ -9,6 +9,9 @@ Names are the KPI columns of ``kpi_minute_kpis`` (docs/clickhouse.md), so an ale
 - ``volume``: events per minute (conversations opened, accepted events);
 - ``time``: durations from the histograms; a rise of the q-quantile shows as more
   samples above the baseline's q-quantile (the share of slow waits).
+- ``level``: a stock, not a flow: the revenue (``customer_value``) or the number of
+  customers at risk at each minute, from ``customer_risk_changes``; watched by ``rise``
+  rules (streams/alerts/levels.py), shown on the customers board.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ class KpiSpec:
     den: str = ""  # counter: samples / exposure
     hist: str = ""  # time KPIs: "frt" or "reply"
     quantile: float = 0.5
-    unit: str = "ratio"  # percent | ratio | score | seconds | count
-    panel: int = 1  # panel id in deploy/grafana/dashboards/cxpulse-kpis.json
+    unit: str = "ratio"  # percent | ratio | score | seconds | count | amount
+    panel: int = 1  # panel id in the board below (deploy/grafana/dashboards/<board>.json)
+    board: str = "cxpulse-kpis"
 
     @property
     def scale(self) -> float:
@@ -52,6 +56,8 @@ class KpiSpec:
             return f"{value / 60:.1f} min" if value < 7200 else f"{value / 3600:.1f} h"
         if self.unit == "count":
             return f"{value:,.1f}"
+        if self.unit == "amount":  # customer_value (the CRM's currency) or customers
+            return f"{value:,.0f}"
         return f"{value:.3f}"
 
 
@@ -89,6 +95,10 @@ _SPECS: Final[tuple[KpiSpec, ...]] = (
             unit="count", panel=16),
     KpiSpec("events", "volume", "accepted events", "events", None, "events", unit="count",
             panel=16),
+    KpiSpec("revenue_at_risk", "level", "revenue at risk", "customers at risk", False,
+            unit="amount", panel=9, board="cxpulse-customers"),
+    KpiSpec("customers_at_risk", "level", "customers at risk", "customers at risk", False,
+            unit="amount", panel=11, board="cxpulse-customers"),
     *(
         _time(hist, label, q, 9 if hist == "frt" else 10, samples)
         for hist, samples in (("frt", "first responses"), ("reply", "replies"))

@@ -19,6 +19,8 @@ import yaml
 from pipeline.core.errors import CxpulseError
 from streams.alerts.kpis import KPIS, KpiSpec, suggest
 from streams.alerts.stats import z_for_alpha
+from streams.alerts.yamlread import Reader as _Reader
+from streams.alerts.yamlread import minutes as _minutes
 
 __all__ = [
     "DEFAULT_RULES",
@@ -35,15 +37,14 @@ __all__ = [
 GROUPINGS: Final = ("overall", "team", "channel", "region", "priority", "segment", "team_channel")
 DEFAULT_RULES: Final = "default_rules.yaml"
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
-_DURATION = re.compile(r"(\d+)(m|h|d|w)")
-_UNIT_MIN = {"m": 1, "h": 60, "d": 1440, "w": 10080}
 _FIELDS: Final = {
     "name", "kpi", "kind", "groupings", "severity", "direction", "windows", "alpha", "z",
     "clear_z", "min_count", "min_baseline", "for", "resolve_after", "cooldown", "baseline",
     "dispersion",
     "margin", "below", "above", "objective", "pairs", "threshold", "labels", "annotations",
-    "enabled",
+    "enabled", "window", "factor", "min_increase", "min_customers", "warmup",
 }  # fmt: skip
+_LEVEL_GROUPINGS: Final = ("overall", "team", "segment")
 _STANDARD_PAIRS = ((60, 5, 14.4, None), (360, 30, 6.0, None))
 
 
@@ -85,7 +86,7 @@ class BurnPair:
 class Rule:
     name: str
     kpi: KpiSpec
-    kind: str  # baseline | threshold | slo
+    kind: str  # baseline | threshold | slo | rise
     groupings: tuple[str, ...]
     severity: str
     down: bool
@@ -105,6 +106,11 @@ class Rule:
     threshold: float | None = None
     objective: float | None = None
     pairs: tuple[BurnPair, ...] = ()
+    # rise (level KPIs): the level now against the lowest of the window (``windows[0]``)
+    factor: float = 1.0
+    min_increase: float = 0.0
+    min_customers: int = 0
+    warmup: int = 0  # minutes of customer history before a rise is judged
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     line: int = 0
@@ -131,52 +137,6 @@ class RuleSet:
 
     def __len__(self) -> int:
         return len(self.rules)
-
-
-def _minutes(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str):
-        text, total, pos = value.strip(), 0, 0
-        for m in _DURATION.finditer(text):
-            if m.start() != pos:
-                break
-            total += int(m.group(1)) * _UNIT_MIN[m.group(2)]
-            pos = m.end()
-        if text and pos == len(text):
-            return total
-    raise ValueError(f"{value!r} is not a duration (write 15m, 1h, 1d, 2w or 1h30m)")
-
-
-class _Reader:
-    """Turns YAML nodes into values, collecting ``file:line: message`` problems."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[str] = []
-        self._loader = yaml.SafeLoader("")
-
-    def problem(self, node: yaml.Node | int, message: str) -> None:
-        line = node if isinstance(node, int) else node.start_mark.line + 1
-        self.problems.append(f"{self.source}:{line}: {message}")
-
-    def value(self, node: yaml.Node) -> Any:
-        return self._loader.construct_object(node, deep=True)
-
-    def mapping(self, node: yaml.Node, what: str) -> dict[str, yaml.Node] | None:
-        if not isinstance(node, yaml.MappingNode):
-            self.problem(node, f"{what} must be a mapping (key: value lines)")
-            return None
-        out: dict[str, yaml.Node] = {}
-        for key_node, value_node in node.value:
-            key = self.value(key_node)
-            if not isinstance(key, str):
-                self.problem(key_node, f"{what}: keys must be names, got {key!r}")
-            elif key in out:
-                self.problem(key_node, f"{what}: {key!r} is given twice")
-            else:
-                out[key] = value_node
-        return out
 
 
 def _parse_rule(r: _Reader, node: yaml.Node, defaults: dict[str, yaml.Node]) -> Rule | None:
@@ -207,9 +167,14 @@ def _parse_rule(r: _Reader, node: yaml.Node, defaults: dict[str, yaml.Node]) -> 
     if kpi is None:
         bad("kpi", f"{kpi_name!r} is not a KPI{suggest(str(kpi_name))}; one of {', '.join(KPIS)}")
         return None
-    kind = get("kind", "baseline")
-    if kind not in ("baseline", "threshold", "slo"):
-        bad("kind", f"must be baseline, threshold or slo, not {kind!r}")
+    level = kpi.family == "level"
+    kind = get("kind", "rise" if level else "baseline")
+    if kind not in ("baseline", "threshold", "slo", "rise"):
+        bad("kind", f"must be baseline, threshold, slo or rise, not {kind!r}")
+    elif level and kind != "rise":
+        bad("kind", f"of {kpi.name} must be rise (a level is watched for sharp rises)")
+    elif kind == "rise" and not level:
+        bad("kind", "rise is for the levels revenue_at_risk and customers_at_risk")
     groupings = get("groupings", ["team"])
     if isinstance(groupings, str):
         groupings = [groupings]
@@ -220,6 +185,8 @@ def _parse_rule(r: _Reader, node: yaml.Node, defaults: dict[str, yaml.Node]) -> 
     ):
         bad("groupings", f"must be a list of {', '.join(GROUPINGS)}; got {groupings!r}")
         groupings = ["team"]
+    elif level and any(g not in _LEVEL_GROUPINGS for g in groupings):
+        bad("groupings", f"of {kpi.name} must be among {', '.join(_LEVEL_GROUPINGS)}")
     direction = get("direction")
     if kpi.down is None and direction not in ("up", "down"):
         bad("direction", f"is required for {kpi.name}: up (a spike) or down (a drop)")
@@ -263,6 +230,21 @@ def _parse_rule(r: _Reader, node: yaml.Node, defaults: dict[str, yaml.Node]) -> 
                 bad("windows", str(exc))
     if any(not 1 <= w <= 1440 for w in windows):
         bad("windows", "must lie within 1m..1d")
+    factor, min_increase, min_customers, warmup = 1.0, 0.0, 0, 0
+    if kind == "rise":
+        windows = [minutes("window", 1440)]
+        if not 15 <= windows[0] <= 10080:
+            bad("window", "must lie within 15m..7d")
+        factor = number("factor", 1.5, 1.0, 1000.0) or 1.5
+        min_increase = number("min_increase", 0.0, 0.0, 1e15) or 0.0
+        min_customers = int(number("min_customers", 3, 1, 1e6) or 3)
+        warmup = minutes("warmup", 3 * 1440)
+        if warmup > 60 * 1440:
+            bad("warmup", "must lie within 0m..60d")
+    else:
+        for key in ("window", "factor", "min_increase", "min_customers", "warmup"):
+            if key in fields:
+                bad(key, "belongs to rise rules (kpi revenue_at_risk or customers_at_risk)")
     if "z" in fields and "alpha" in fields:
         bad("z", "and alpha are two ways to say the same thing: give one")
     if "z" in merged and ("alpha" not in fields):
@@ -382,6 +364,10 @@ def _parse_rule(r: _Reader, node: yaml.Node, defaults: dict[str, yaml.Node]) -> 
         threshold=threshold,
         objective=objective,
         pairs=pairs,
+        factor=factor,
+        min_increase=min_increase,
+        min_customers=min_customers,
+        warmup=warmup,
         labels={str(k): str(v) for k, v in labels.items()},
         annotations={str(k): str(v) for k, v in annotations.items()},
         line=where,

@@ -1,4 +1,4 @@
-"""What a notification says: what dropped, where, from what to what, with sample counts."""
+"""What a notification says: what dropped (or rose), where, from what to what, with counts."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ def minute_text(minute: int) -> str:
 
 def describe_transition(rule: Rule, t: Transition) -> tuple[str, str]:
     """(summary, description) of a transition, in the KPI's display units."""
+    if rule.kind == "rise":
+        return _describe_rise(rule, t)
     k = rule.kpi
     d = t.details
     scope = scope_text(t.group)
@@ -59,5 +61,33 @@ def describe_transition(rule: Rule, t: Transition) -> tuple[str, str]:
         lines.append(
             f"Resolved at {minute_text(t.minute)}: {now} over the last {window} "
             f"({int(d.get('n_window_at_resolve', 0)):,} {k.samples})."
+        )
+    return summary, "\n".join(lines)
+
+
+def _describe_rise(rule: Rule, t: Transition) -> tuple[str, str]:
+    k = rule.kpi
+    d = t.details
+    scope = scope_text(t.group)
+    window = window_text(int(d.get("window", 0)))
+    obs, low = k.fmt(d.get("observed")), k.fmt(d.get("baseline"))
+    n1, n0 = int(d.get("n_window", 0)), int(d.get("n_baseline", 0))
+    now = obs if k.name == "customers_at_risk" else f"{obs} ({n1:,} customers)"
+    then = low if k.name == "customers_at_risk" else f"{low} ({n0:,} customers)"
+    summary = f"{k.title} rose for {scope}: {now} vs {then} at its lowest in the last {window}"
+    lines = [
+        f"{k.title} ({k.name}) of {scope} rose to {now} at {minute_text(t.fired_at)}, "
+        f"from {then} at its lowest in the {window} before; {int(d.get('added', 0)):+,} "
+        f"customers at risk since {minute_text(t.onset)} (event time).",
+        f"Rule {rule.name} (rise: x{rule.factor:g} and at least {k.fmt(d.get('required'))}, "
+        f"severity {rule.severity}). Who and why: the at_risk_customers view, or the "
+        f"customers board.",
+    ]
+    if t.state == "resolved":
+        now_r = k.fmt(d.get("observed_at_resolve"))
+        summary = f"resolved: {summary}; now {now_r}"
+        lines.append(
+            f"Resolved at {minute_text(t.minute)}: {now_r}, against "
+            f"{k.fmt(d.get('baseline_at_resolve'))} at its lowest in the last {window}."
         )
     return summary, "\n".join(lines)

@@ -29,16 +29,23 @@ from streams.conversation import Contribution, ConversationState
 __all__ = [
     "FACTS_VERSION",
     "FACT_FIELDS",
+    "FLOOR_HEADER",
     "KINDS",
     "CustomerFact",
     "FactError",
     "customer_fact",
     "decode_facts",
     "encode_facts",
+    "floor_header",
     "group_by_customer",
+    "read_floor",
 ]
 
 FACTS_VERSION = 1
+# Header of every facts record: "<source partition>:<floor>", the floor (microseconds) being
+# a time no fact that source partition sends from this record on is older than. Records
+# with no facts (value ``[1]``) carry only it: the compute role's heartbeats.
+FLOOR_HEADER = "cxpulse-floor"
 # Event type -> fact kind (short, stable names: they are stored in customer state).
 KINDS: dict[str, str] = {
     "conversation.opened": "opened",
@@ -243,3 +250,19 @@ def group_by_customer(facts: Iterable[CustomerFact]) -> list[tuple[bytes, bytes]
     for fact in facts:
         grouped.setdefault(fact.customer_id, []).append(fact)
     return [(cid.encode("utf-8"), encode_facts(fs)) for cid, fs in grouped.items()]
+
+
+def floor_header(partition: int, floor_us: int) -> tuple[str, bytes]:
+    return (FLOOR_HEADER, f"{partition}:{floor_us}".encode())
+
+
+def read_floor(headers: Iterable[tuple[str, bytes]] | None) -> tuple[int, int] | None:
+    """(source partition, floor) of a facts record, None without the header."""
+    for key, value in headers or ():
+        if key == FLOOR_HEADER:
+            try:
+                partition, floor = value.decode().split(":")
+                return int(partition), int(floor)
+            except ValueError:
+                raise FactError(f"bad {FLOOR_HEADER} header {value!r}") from None
+    return None

@@ -4,15 +4,19 @@ One :class:`CustomerLogic` per partition of ``cxpulse.customer-facts`` (the runt
 :class:`~streams.runtime.contracts.PartitionLogic`). Per batch it
 
 1. decodes the facts and advances the partition's event-time watermark W (the greatest
-   ``occurred_at`` among the facts it has read) and, per source partition, the greatest
-   ``occurred_at`` read from it (which bounds what that partition can still send: the
-   frozen boundary of the risk history, see :mod:`streams.customers.state`);
+   ``occurred_at`` among the facts it has read) and, per source partition, its *floor*:
+   the compute role stamps every facts record with a time no fact of that source
+   partition from then on is older than (``FLOOR_HEADER``), and sends heartbeats (records
+   without facts) as it moves on. The smallest floor is the frozen boundary of the risk
+   history (see :mod:`streams.customers.state`). Records without it (older builds) count
+   with the greatest ``occurred_at`` read minus the allowed lateness, which is only a
+   bound once a whole compute batch has been read;
 2. adds each customer's new facts to their state (a fact seen before, by source position,
    changes nothing: duplicates never count twice);
 3. evaluates every customer that got new facts, and every customer whose status can change
    by W alone (a fact leaving the 30-day window: the *due* index), at W;
 4. returns one changelog entry per evaluated customer (its new state, or a tombstone when
-   it expired) plus the watermarks under :data:`META_KEY`.
+   it expired) plus the watermarks and the frozen boundary under :data:`META_KEY`.
 
 Deterministic in (state, messages), as the runtime requires; the results do not depend on
 how facts of different source partitions interleave (see :mod:`streams.customers.state`).
@@ -27,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipeline.core.logs import kv
-from streams.customers.facts import CustomerFact, FactError, decode_facts
+from streams.customers.facts import CustomerFact, FactError, decode_facts, read_floor
 from streams.customers.rules import Rules
 from streams.customers.state import CustomerState, evaluate, next_due
 from streams.runtime.contracts import BatchResult, InputMessage, StateReader
@@ -58,6 +62,8 @@ class CustomerLogic:
         self.rules = rules
         self.watermark_us: int | None = None
         self.source_max: dict[int, int] = {}  # source partition -> greatest occurred_at read
+        self.floors: dict[int, int] = {}  # source partition -> its latest floor
+        self.frozen_us: int | None = None  # the boundary published with the last batch
         self.stats = CustomerStats()
         self._due: dict[bytes, int] = {}  # key -> the time its status can change next
         self._heap: list[tuple[int, bytes]] = []  # (due, key); stale entries are skipped
@@ -69,6 +75,10 @@ class CustomerLogic:
                 meta = json.loads(value)
                 self.watermark_us = meta["w"]
                 self.source_max = {int(p): t for p, t in meta["s"].items()}
+                self.floors = {int(p): t for p, t in meta.get("l", {}).items()}
+                self.frozen_us = meta.get("f")
+                if self.frozen_us is None:  # written before "f" existed
+                    self.frozen_us = self.frozen_boundary(meta["w"], self.source_max, self.floors)
                 continue
             cs = CustomerState.from_bytes(value)
             due = next_due(cs, self.rules)
@@ -83,6 +93,7 @@ class CustomerLogic:
         incoming: dict[bytes, list[CustomerFact]] = {}
         wm = self.watermark_us
         source_max = dict(self.source_max)
+        floors = dict(self.floors)
         for msg in messages:
             if msg.value is None:
                 raise FactError(f"customer facts {msg.partition}/{msg.offset}: empty value")
@@ -90,6 +101,14 @@ class CustomerLogic:
                 facts = decode_facts(msg.value)
             except FactError as exc:
                 raise FactError(f"customer facts {msg.partition}/{msg.offset}: {exc}") from None
+            try:
+                stamped = read_floor(msg.headers)
+            except FactError as exc:
+                raise FactError(f"customer facts {msg.partition}/{msg.offset}: {exc}") from None
+            if stamped is not None:
+                source, floor = stamped
+                if floor > floors.get(source, floor - 1):
+                    floors[source] = floor
             for fact in facts:
                 self.stats.facts += 1
                 t = fact.occurred_us
@@ -118,10 +137,12 @@ class CustomerLogic:
                 raw = state.get(key)
                 if raw is not None:
                     changed[key] = CustomerState.from_bytes(raw)
-        frozen = self.frozen_boundary(wm, source_max)
+        frozen = self.frozen_boundary(wm, source_max, floors)
+        if self.frozen_us is not None and frozen < self.frozen_us:
+            frozen = self.frozen_us  # what was once published final stays final
         for key, cs in changed.items():
             self.stats.evaluated += 1
-            due = evaluate(cs, wm, frozen, self.rules)
+            due = evaluate(cs, wm, frozen, self.rules, self.frozen_us)
             if due is None:
                 self._due.pop(key, None)  # its heap entries are skipped when they come up
                 result.changelog[key] = None
@@ -129,23 +150,38 @@ class CustomerLogic:
             else:
                 self._schedule(key, due)
                 result.changelog[key] = cs.to_bytes()
-        if wm != self.watermark_us or source_max != self.source_max:
-            meta = {"w": wm, "s": {str(p): t for p, t in sorted(source_max.items())}}
+        if wm != self.watermark_us or source_max != self.source_max or floors != self.floors:
+            # "f" is for readers of the log (the sink's customer_progress): the risk
+            # history of this partition is final up to it.
+            meta = {
+                "w": wm,
+                "s": {str(p): t for p, t in sorted(source_max.items())},
+                "l": {str(p): t for p, t in sorted(floors.items())},
+                "f": frozen,
+            }
             result.changelog[META_KEY] = json.dumps(meta, separators=(",", ":")).encode()
             self.watermark_us = wm
             self.source_max = source_max
+            self.floors = floors
+            self.frozen_us = frozen
         return result
 
-    def frozen_boundary(self, wm: int, source_max: dict[int, int]) -> int:
-        """The newest event time no fact can still change: every source partition has gone
-        past it by more than the allowed lateness (or W - max_skew, whichever is later)."""
+    def frozen_boundary(
+        self, wm: int, source_max: dict[int, int], floors: dict[int, int] | None = None
+    ) -> int:
+        """The newest event time no fact can still change: below every source partition's
+        floor (or W - max_skew, whichever is later)."""
         rules = self.rules
-        floor = wm - rules.max_skew_us
-        if len(source_max) >= rules.source_partitions:
-            low = min(source_max.values()) - rules.lateness_us - 1
-            if low > floor:
-                floor = low
-        return min(floor, wm)
+        floors = floors or {}
+        boundary = wm - rules.max_skew_us
+        heard = set(source_max) | set(floors)
+        if len(heard) >= rules.source_partitions:
+            low = min(
+                floors[p] if p in floors else source_max[p] - rules.lateness_us for p in heard
+            )
+            if low - 1 > boundary:
+                boundary = low - 1
+        return min(boundary, wm)
 
     def _schedule(self, key: bytes, due: int) -> None:
         if self._due.get(key) != due:

@@ -2,12 +2,15 @@
 
 The state holds the customer's facts (de-duplicated by source position) and the risk
 *timeline*. Transitions up to the partition's *frozen* boundary F are final; later ones
-are recomputed from the facts at every evaluation. The customer role sets F just below the
-oldest event time a fact may still carry: the smallest event time any source partition has
-reached, minus the compute role's allowed lateness (but never more than ``max_skew`` behind
-W). Facts from every source partition then land at their own event time, however far one
-partition lags behind another, and the history is a function of the set of facts alone.
-A fact older than F (a lag beyond ``max_skew``) changes the history from F + 1 on.
+are recomputed from the facts at every evaluation. The partition publishes F with each
+batch (the customer log's watermark record, the sink's ``customer_progress``) and never
+rewrites what it published as final, even for a customer not evaluated since. The customer
+role sets F just below the oldest event time a fact may still carry: the smallest *floor*
+of the source partitions (each compute batch stamps its facts with its watermark at the
+start minus the allowed lateness), but never more than ``max_skew`` behind W. Facts from
+every source partition then land at their own event time, however far one partition lags
+behind another, and the history is a function of the set of facts alone. A fact older than
+F (a lag beyond ``max_skew``) changes the history from F + 1 on.
 
 The changelog value (JSON, versioned) is the state *and* what the sink writes: the health
 summary at W (``h``), the transitions of this evaluation (``tw``) and the transition times
@@ -100,19 +103,34 @@ class CustomerState:
         )
 
 
-def evaluate(cs: CustomerState, watermark_us: int, frozen_us: int, rules: Rules) -> int | None:
+def evaluate(
+    cs: CustomerState,
+    watermark_us: int,
+    frozen_us: int,
+    rules: Rules,
+    final_us: int | None = None,
+) -> int | None:
     """Bring ``cs`` to watermark W with the partition's frozen boundary F (F <= W).
 
-    Recomputes the timeline after the customer's previous boundary, the summary at W, and
-    drops the facts no later evaluation needs. Returns when ``cs`` must be evaluated again
-    without new facts (its status can change then), or None when it expired (delete it):
-    nothing left in state, and the last record already showed an empty window and every
-    transition, so the final health row and the last change are out before the state goes.
+    Recomputes the timeline after the customer's previous boundary, or after ``final_us``
+    (the boundary the partition published with its previous batch) when that is later:
+    what the partition once called final never changes, even for a customer not evaluated
+    since, whatever fact comes later. Also the summary at W, and drops the facts no later
+    evaluation needs. Returns when ``cs`` must be evaluated again without new facts (its
+    status can change then), or None when it expired (delete it): nothing left in state,
+    and the last record already showed an empty window and every transition, so the final
+    health row and the last change are out before the state goes.
     """
     index = Index(cs.facts, rules)
     w = watermark_us
     lo = cs.frozen_us
     before = cs.base
+    if final_us is not None and (lo is None or final_us > lo):
+        # Transitions the customer wrote up to the published boundary are final.
+        for at, s in cs.written:
+            if (lo is None or at > lo) and at <= final_us:
+                before = s
+        lo = final_us
     old = [(at, s) for at, s in cs.written if lo is None or at > lo]
     written = index.timeline(lo, w, before)
     new_ats = {at for at, _ in written}

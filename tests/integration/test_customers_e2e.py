@@ -7,6 +7,9 @@ also run the customer role) and the sink write ClickHouse; the compute worker is
 "since" times, revenue at risk per team / segment / reason / overall, customer health and the
 feedback follow-ups in ClickHouse must equal an independent recomputation from the events
 (``tests/customer_oracle.py``), and every reason the simulator caused must be found.
+The sink's alert evaluator runs rise rules on revenue and customers at risk live, on the
+minutes the customer history has frozen: the alerts it stored must be those of the detector
+fed from the recomputation.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from tests.customer_harness import partition_for
 from tests.customer_oracle import recompute_customers
 from tests.integration.test_exactly_once import wait_until_moving
 from tests.pipeline_harness import PipelineHarness
-from tests.unit.test_customer_month import key_of, month_params, oracle_revenue_now
+from tests.unit.test_customer_month import key_of, month_params, oracle_revenue_now, oracle_rows
+from tests.unit.test_revenue_alerts import RULES_TEXT, expected_transitions
 
 pytestmark = pytest.mark.integration
 
@@ -54,8 +58,21 @@ def test_a_month_of_customers_through_the_pipeline(kafka_bootstrap: str, tmp_pat
     events = [(ev.key.encode(), ev.value) for ev in simulate(params, ledger.observe)]
     h = PipelineHarness(kafka_bootstrap, tmp_path, partitions=PARTITIONS)
     h.cli("topics", "create")
-    env = {"CXPULSE_COMPUTE__BATCH_MAX_MESSAGES": "2000"}
-    sink = h.start_worker("sink")
+    # The month is produced in two bursts, so one source partition's event time may run
+    # days ahead of another's; a skew bound above the month keeps the risk history exact
+    # (within the default 7 days, a lag beyond it clamps the history, by design).
+    env = {
+        "CXPULSE_COMPUTE__BATCH_MAX_MESSAGES": "2000",
+        "CXPULSE_CUSTOMERS__HISTORY_MAX_SKEW_HOURS": str(40 * 24),
+    }
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES_TEXT)
+    sink_env = {
+        "CXPULSE_ALERTS__RULES_FILE": str(rules),
+        "CXPULSE_ALERTS__EVALUATE_INTERVAL_SECONDS": "0.5",
+        "CXPULSE_ALERTS__BACKFILL_DAYS": "60",
+    }
+    sink = h.start_worker("sink", **sink_env)
     compute = h.start_worker("compute", **env)
     half = len(events) // 2
     h.produce(events[:half])
@@ -66,7 +83,20 @@ def test_a_month_of_customers_through_the_pipeline(kafka_bootstrap: str, tmp_pat
     h.produce(events[half:])
     h.wait_drained(timeout=300)
     assert h.stop(compute) == 0, h.logs()
-    assert h.stop(sink) == 0, h.logs()
+    # The evaluator catches up with the last frozen minute (a restart resumes it).
+    for _ in range(6):
+        time.sleep(4)
+        assert h.stop(sink) == 0, h.logs()
+        (((checked, closed),),) = h.query(
+            "SELECT (SELECT max(toUnixTimestamp(minute)) FROM {db}.alert_checkpoints FINAL "
+            "WHERE evaluator = 'default:levels'), (SELECT intDiv(min(toUnixTimestamp64Micro("
+            "frozen)), 60000000) - 1 FROM {db}.customer_progress FINAL)"
+        )
+        if checked is not None and int(checked) // 60 == int(closed):
+            break
+        sink = h.start_worker("sink", **sink_env)
+    else:
+        raise AssertionError(f"alerts evaluated up to {checked}, frozen {closed}\n{h.logs()}")
 
     oracle = recompute_customers(
         read_with_timestamps(h), lambda c: partition_for(c.encode(), PARTITIONS)
@@ -125,3 +155,34 @@ def test_a_month_of_customers_through_the_pipeline(kafka_bootstrap: str, tmp_pat
                 assert set(item["reasons"]) <= reasons_of.get(item["customer_id"], set()), item
                 found += 1
     assert found >= 10
+    # The risk history up to the frozen boundary: the recomputation's timelines.
+    timelines = {c: oracle.timeline(c) for c in oracle.facts}
+    (changes,) = h.query(
+        "SELECT customer_id, toUnixTimestamp64Micro(at), at_risk, reasons, teams, "
+        "customer_value, segment FROM {db}.customer_risk_changes FINAL ORDER BY customer_id, at"
+    )
+    stored: dict[str, list] = {}
+    for c, at, risk, reasons, teams, value, segment in changes:
+        if at // 60_000_000 <= int(closed):
+            status = (tuple(reasons), tuple(teams), value, segment) if risk else None
+            stored.setdefault(c, []).append((at, status))
+    want_history = {
+        c: rows
+        for c, tl in timelines.items()
+        if (rows := [r for r in oracle_rows(tl) if r[0] // 60_000_000 <= int(closed)])
+    }
+    bad = [c for c in set(stored) | set(want_history) if stored.get(c) != want_history.get(c)]
+    assert not bad, [(c, stored.get(c), want_history.get(c)) for c in bad[:3]]
+    # Rise alerts, evaluated live: those of the detector fed from the recomputation.
+    expected: dict[str, list[int | None]] = {}
+    for t in expected_transitions(timelines, int(closed)):
+        entry = expected.setdefault(t.alert_id, [t.fired_at, None])
+        if t.state == "resolved":
+            entry[1] = t.minute
+    (alerts,) = h.query(
+        "SELECT alert_id, intDiv(toUnixTimestamp(fired_at), 60), "
+        "intDiv(toUnixTimestamp(resolved_at), 60) FROM {db}.alerts FINAL "
+        "WHERE kpi IN ('revenue_at_risk', 'customers_at_risk')"
+    )
+    assert {a: [f, r] for a, f, r in alerts} == expected
+    assert len(expected) >= 3

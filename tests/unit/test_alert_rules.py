@@ -53,6 +53,23 @@ def test_the_default_rules_load() -> None:
     kpis = {r.kpi.name for r in rules.rules}
     assert {"csat_pct", "frt_p50", "opened"} <= kpis
     assert all(r.cooldown >= 30 for r in rules.rules)
+    (rise,) = [r for r in rules.rules if r.kind == "rise"]
+    assert (rise.kpi.name, rise.groupings, rise.windows) == ("revenue_at_risk", ("team",), (1440,))
+    # The at-risk window (30 d) is the build-up after a start from an empty history.
+    assert rise.warmup == 30 * 1440 and rise.factor > 1 and rise.min_customers >= 5
+
+
+def test_a_rise_rule_reads_its_own_fields_and_ignores_the_ladder() -> None:
+    rules = parse_rules(
+        "defaults: {windows: [15m, 1h], z: 3}\nrules:\n"
+        "  - {name: r, kpi: customers_at_risk, groupings: [segment, overall], window: 12h,"
+        " factor: 2, min_increase: 25, min_customers: 4, warmup: 2d}\n",
+        "r.yaml",
+    )
+    (r,) = rules.rules
+    assert (r.kind, r.windows, r.factor, r.min_increase, r.min_customers, r.warmup) == (
+        "rise", (720,), 2.0, 25.0, 4, 2880,
+    )  # fmt: skip
 
 
 def test_a_good_file() -> None:
@@ -150,6 +167,19 @@ rules:
             "rules:\n  - name: a\n    kpi: csat_pct\n    baseline: {kind: yesterday}\n",
             "trailing, same_hour_of_day or",
         ),
+        ("rules:\n  - name: a\n    kpi: csat_pct\n    kind: rise\n", "rise is for the levels"),
+        (
+            "rules:\n  - name: a\n    kpi: revenue_at_risk\n    kind: baseline\n",
+            "revenue_at_risk must be rise",
+        ),
+        (
+            "rules:\n  - name: a\n    kpi: revenue_at_risk\n    groupings: [channel]\n",
+            "must be among overall, team, segment",
+        ),
+        ("rules:\n  - name: a\n    kpi: revenue_at_risk\n    window: 10d\n", "within 15m..7d"),
+        ("rules:\n  - name: a\n    kpi: revenue_at_risk\n    factor: 0.5\n", "factor must be"),
+        ("rules:\n  - name: a\n    kpi: customers_at_risk\n    warmup: 90d\n", "0m..60d"),
+        ("rules:\n  - name: a\n    kpi: csat_pct\n    factor: 2\n", "belongs to rise rules"),
     ],
 )
 def test_single_mistakes(text: str, expected: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -12,7 +13,8 @@ from hypothesis import strategies as st
 
 from pipeline.core.config import load_settings
 from sinks.clickhouse.customer_rows import HEALTH_COLUMNS, customer_log_rows
-from streams.customers.facts import CustomerFact, encode_facts
+from streams.customers.extension import CustomerExtension
+from streams.customers.facts import CustomerFact, encode_facts, floor_header, read_floor
 from streams.customers.logic import META_KEY, CustomerLogic
 from streams.customers.rules import DAY_US, Held, Index, Rules
 from streams.customers.state import CustomerState, evaluate
@@ -84,6 +86,9 @@ class Role:
             InputMessage("f", 0, i, r[0].customer_id.encode(), encode_facts(r), 0)
             for i, r in enumerate(records)
         ]
+        return self.process(msgs)
+
+    def process(self, msgs: Sequence[InputMessage]) -> dict[bytes, bytes | None]:
         result = self.logic.process(msgs, self.state)
         self.state.commit(result.changelog)
         for key, value in result.changelog.items():
@@ -91,6 +96,8 @@ class Role:
             self.offset += 1
             self.run.health_rows.extend(rows.health)
             self.run.change_rows.extend(rows.changes)
+            if rows.progress is not None:
+                self.run.progress_rows.append(rows.progress)
         self.changelogs.append(result.changelog)
         return result.changelog
 
@@ -281,6 +288,53 @@ def test_a_fact_beyond_max_skew_changes_history_from_the_open_edge() -> None:
     ((at, status),) = role.history("a")
     assert us(at) == T0 + 2 * DAY_US + 1  # not T0 + 1 day: clamped
     assert status == (("csat_low",), ("billing",), None)
+
+
+def test_floors_and_heartbeats_move_the_frozen_boundary() -> None:
+    """Floors, not the facts read so far, bound what a source partition may still send."""
+    role = Role(Rules(source_partitions=2))
+    hour = 3_600_000_000
+
+    def record(facts: list[CustomerFact], p: int, floor: int) -> InputMessage:
+        key = facts[0].customer_id.encode() if facts else None
+        return InputMessage("f", 0, 0, key, encode_facts(facts), 0, (floor_header(p, floor),))
+
+    # Half of a compute batch of partition 0 (customers ordered by name, not time): the
+    # facts read so far reach T0 + 5 h, but the batch began at T0 + 1 h.
+    batch = [
+        record([fact("z", "opened", T0 + 5 * hour, p=0, o=9)], 0, T0 + hour),
+        record([fact("m", "opened", T0 + 4 * hour, p=1, o=3)], 1, T0 + 3 * hour),
+    ]
+    role.process(batch)
+    assert role.logic.floors == {0: T0 + hour, 1: T0 + 3 * hour}
+    assert role.logic.frozen_us == T0 + hour - 1  # not T0 + 5 h - lateness
+    # The rest of the batch: an older fact of another customer lands at its own time.
+    role.process([record([fact("a", "csat", T0 + 2 * hour, p=0, o=4, score=1)], 0, T0 + hour)])
+    assert [us(at) for at, _ in role.history("a")] == [T0 + 2 * hour]
+    # Heartbeats (records without facts) move the boundary on: partition 0 went on to
+    # T0 + 6 h, partition 1 to T0 + 8 h. They change no customer.
+    changelog = role.process([record([], 0, T0 + 6 * hour), record([], 1, T0 + 8 * hour)])
+    assert set(changelog) == {META_KEY}
+    assert role.logic.frozen_us == T0 + 5 * hour  # capped by W, the newest fact read
+    assert json.loads(changelog[META_KEY])["f"] == T0 + 5 * hour
+    assert role.run.progress_rows[-1][2] == role.run.progress_rows[-1][1]  # frozen = W
+
+
+def test_a_heartbeat_goes_to_every_facts_partition_once_per_minute_of_floor() -> None:
+    ext = CustomerExtension(load_settings(topics={"partitions": 3}))
+    quiet = ext.finish(2, T0 + 10, T0 + 20)  # same minute: nothing to say
+    assert quiet == []
+    beats = ext.finish(2, T0 + 10, T0 + MIN)
+    assert [(r.partition, r.key, r.value) for r in beats] == [(p, None, b"[1]") for p in range(3)]
+    assert {read_floor(r.headers) for r in beats} == {(2, T0 + MIN)}
+    assert ext.finish(2, None, None) == []
+
+
+def test_a_bad_floor_header_is_named() -> None:
+    role = Role()
+    msg = InputMessage("f", 0, 7, None, b"[1]", 0, (("cxpulse-floor", b"soon"),))
+    with pytest.raises(ValueError, match="customer facts 0/7: bad cxpulse-floor header"):
+        role.logic.process([msg], role.state)
 
 
 def test_the_due_index_stays_small() -> None:

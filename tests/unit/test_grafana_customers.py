@@ -110,3 +110,30 @@ def test_trend_step_follows_the_graph_interval(chdb_client: Any, store: ClickHou
     )  # whole hours from START to END
     sql = Expander(START, END, 60, {}).expand(target["rawSql"])
     assert re.search(r"step_minutes = greatest\(1, intDiv\(60, 60\)\)", sql)
+
+
+def test_revenue_alerts_show_as_annotations(chdb_client: Any, store: ClickHouseStore) -> None:
+    board = load(BOARD)
+    (annotation,) = [
+        a for a in board["annotations"]["list"] if a.get("datasource", {}).get("type") == CLICKHOUSE
+    ]
+    assert annotation["enable"] is True
+    started = END - timedelta(hours=3)
+    rows = [
+        ("r1", "revenue_at_risk", "team", "billing", "", "firing", started),
+        ("k1", "csat_pct", "team", "billing", "", "firing", started),  # a KPI alert: not here
+    ]
+    names = ("alert_id", "kpi", "grouping", "team", "segment", "state", "started_at")
+    extra = {"rule": "revenue_at_risk_rise", "summary": "revenue at risk rose for team billing"}
+    store.insert(
+        "alerts",
+        [*zip(*rows, strict=True), *([v] * len(rows) for v in extra.values())],
+        (*names, *extra),
+    )
+    expander = Expander(START, END, 60, {})
+    got_names, types, result = run(
+        chdb_client, store, expander.expand(annotation["target"]["rawSql"])
+    )
+    assert got_names[:2] == ["time", "timeEnd"] and types[0].startswith("DateTime")
+    texts = [r[got_names.index("text")] for r in result]
+    assert texts == ["revenue_at_risk_rise firing: revenue at risk rose for team billing"]
