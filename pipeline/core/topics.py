@@ -89,14 +89,23 @@ def _admin(settings: Settings, timeout_s: float | None) -> KafkaAdminClient:
         ) from None
 
 
+def _leader(partition: dict[str, object]) -> int:
+    """The leader's broker id of a described partition (-1: none yet)."""
+    leader = partition.get("leader_id", partition.get("leader", -1))
+    return leader if isinstance(leader, int) else -1
+
+
 def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
-    """Partitions per topic; waits (up to 10 s) while freshly created topics show none yet
-    (their metadata reaches the broker a moment after CreateTopics returns)."""
-    deadline = time.monotonic() + 10
+    """Partitions per topic; waits (up to 30 s) while freshly created topics show none yet
+    or a partition has no leader yet (their metadata reaches the broker a moment after
+    CreateTopics returns; a producer writing before that is refused with
+    NotLeaderForPartition)."""
+    deadline = time.monotonic() + 30
     while True:
         described = admin.describe_topics(names)
         counts = {d.get("name", d.get("topic")): len(d["partitions"]) for d in described}
-        if all(counts.get(n) for n in names) or time.monotonic() >= deadline:
+        led = all(_leader(p) >= 0 for d in described for p in d["partitions"])
+        if (all(counts.get(n) for n in names) and led) or time.monotonic() >= deadline:
             return counts
         time.sleep(0.2)
 

@@ -44,7 +44,11 @@ class KafkaSender:
                 linger_ms=20,
                 batch_size=256 * 1024,
                 max_in_flight_requests_per_connection=1,  # keep per-key order on retries
-                retries=5,
+                # A broker that just started (or moves a leader) refuses for a moment with
+                # a retriable error: keep retrying for up to the delivery timeout.
+                retries=1_000,
+                retry_backoff_ms=200,
+                delivery_timeout_ms=120_000,
                 **kafka_python_kwargs(settings, client_id=f"{settings.app_id}-producer"),
             )
         except KafkaError as exc:
