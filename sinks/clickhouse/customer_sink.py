@@ -47,6 +47,9 @@ class CustomerSink(BaseSink[Any]):
         self._changes: list[tuple[Any, ...]] = []
         self._followups: list[tuple[Any, ...]] = []
         self._progress: dict[int, tuple[Any, ...]] = {}  # log partition -> newest row
+        # Frozen minute last written per partition: the boundary moves with every batch,
+        # but the alert rules read it by the minute, so one insert per minute of it is enough.
+        self._written_minute: dict[int, int] = {}
 
     def add(self, record: Any) -> None:
         if record.topic == self.log_topic:
@@ -66,8 +69,11 @@ class CustomerSink(BaseSink[Any]):
                 if known is None or known[2] < row[2]:
                     self._health[row[0]] = row
             self._changes.extend(rows.changes)
-            if rows.progress is not None:
-                self._progress[record.partition] = rows.progress
+            progress = rows.progress
+            if progress is not None:
+                minute = int(progress[2].timestamp()) // 60
+                if minute > self._written_minute.get(record.partition, -1):
+                    self._progress[record.partition] = progress
         elif record.topic == self.followups_topic and record.value:
             try:
                 self._followups.append(followup_row(record.value))
@@ -97,6 +103,8 @@ class CustomerSink(BaseSink[Any]):
         self._health.clear()
         self._changes.clear()
         self._followups.clear()
+        for partition, row in self._progress.items():
+            self._written_minute[partition] = int(row[2].timestamp()) // 60
         self._progress.clear()
         return written
 
