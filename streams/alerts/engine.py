@@ -10,6 +10,7 @@ which rows were written enters a decision.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -17,8 +18,14 @@ import numpy as np
 from streams.alerts.detector import BaselineCache, Cache, RuleDetector
 from streams.alerts.rules import Rule, RuleSet
 from streams.alerts.series import SLOT, LeafKey, SeriesStore
-from streams.alerts.state import FIRING, RuleStates, Transition
-from streams.alerts.text import describe_transition
+from streams.alerts.state import (
+    RuleStates,
+    Transition,
+    firing_of,
+    restore_into,
+    snapshot_of,
+    transition,
+)
 
 __all__ = ["Engine", "horizon"]
 
@@ -80,61 +87,21 @@ class Engine:
                 return det.onset(cache, g, rung), details
 
             for g, st, event in states.step(minute, det.keys, sig, det.lengths, fire):
-                details = dict(st.details)
-                if event == "resolved":
-                    now = det.describe(cache, g, st.rung)
-                    details.update({f"{k}_at_resolve": v for k, v in now.items()})
-                    details["resolved_at"] = minute
-                t = Transition(
-                    st.alert_id, det.rule.name, det.keys[g], event, minute, st.onset,
-                    st.fired_at, details,
-                )  # fmt: skip
-                summary, description = describe_transition(det.rule, t)
-                details["summary"], details["description"] = summary, description
-                if event == "firing":  # kept for re-sends while it fires
-                    st.details.update(summary=summary, description=description)
-                out.append(t)
+                now = partial(det.describe, cache, g, st.rung)
+                out.append(transition(det.rule, det.keys[g], st, event, minute, now))
         return out
 
     def firing(self) -> list[tuple[Rule, Any, Any]]:
         """(rule, group, state) of every firing alert."""
-        return [
-            (rs.rule, key, st)
-            for rs in self.states
-            for key, st in rs.groups.items()
-            if st.state == FIRING
-        ]
+        return firing_of(self.states)
 
     def snapshot(self) -> dict[str, Any]:
         """Everything besides data needed to resume after the last evaluated minute."""
-        return {
-            "minute": self.minute,
-            "rules": self.rules.digest,
-            "states": {
-                rs.rule.name: {
-                    "rule": _rule_digest(rs.rule),
-                    "groups": [[list(k), v] for k, v in rs.dump().items()],
-                }
-                for rs in self.states
-            },
-        }
+        return snapshot_of(self.minute, self.rules.digest, self.states)
 
     def restore(self, snap: dict[str, Any]) -> list[str]:
         """Alert states of a snapshot; a rule whose definition changed starts afresh.
 
         Returns the names of the rules restored.
         """
-        saved = snap.get("states", {})
-        restored = []
-        for rs in self.states:
-            entry = saved.get(rs.rule.name)
-            if entry and entry.get("rule") == _rule_digest(rs.rule):
-                rs.restore({tuple(k): v for k, v in entry["groups"]})
-                restored.append(rs.rule.name)
-        return restored
-
-
-def _rule_digest(rule: Rule) -> str:
-    import hashlib
-
-    return hashlib.sha256(repr(rule).encode()).hexdigest()[:16]
+        return restore_into(self.states, snap)

@@ -29,14 +29,21 @@ and a replay hold the same numbers and make the same transitions at the same min
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from typing import Any, Final
 
 import numpy as np
 
 from streams.alerts.detector import GroupKey, Signals
 from streams.alerts.rules import Rule, RuleSet
-from streams.alerts.state import FIRING, RuleStates, Transition
-from streams.alerts.text import describe_transition
+from streams.alerts.state import (
+    RuleStates,
+    Transition,
+    firing_of,
+    restore_into,
+    snapshot_of,
+    transition,
+)
 
 __all__ = ["MICRO", "LevelChange", "LevelEngine", "LevelSeries"]
 
@@ -167,51 +174,18 @@ class LevelEngine:
 
             lengths = np.array(rule.windows)
             for g, st, event in states.step(minute, keys, ev["signals"], lengths, fire):
-                details = dict(st.details)
-                if event == "resolved":
-                    now = _details(rule, ev, g)
-                    details.update({f"{k}_at_resolve": v for k, v in now.items()})
-                    details["resolved_at"] = minute
-                t = Transition(
-                    st.alert_id, rule.name, keys[g], event, minute, st.onset, st.fired_at, details
-                )
-                summary, description = describe_transition(rule, t)
-                details["summary"], details["description"] = summary, description
-                if event == "firing":
-                    st.details.update(summary=summary, description=description)
-                out.append(t)
+                now = partial(_details, rule, ev, g)
+                out.append(transition(rule, keys[g], st, event, minute, now))
         return out
 
     def firing(self) -> list[tuple[Rule, Any, Any]]:
-        return [
-            (rs.rule, key, st)
-            for rs in self.states
-            for key, st in rs.groups.items()
-            if st.state == FIRING
-        ]
+        return firing_of(self.states)
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "minute": self.minute,
-            "rules": self.digest,
-            "states": {
-                rs.rule.name: {
-                    "rule": _digest(rs.rule),
-                    "groups": [[list(k), v] for k, v in rs.dump().items()],
-                }
-                for rs in self.states
-            },
-        }
+        return snapshot_of(self.minute, self.digest, self.states)
 
     def restore(self, snap: dict[str, Any]) -> list[str]:
-        saved = snap.get("states", {})
-        restored = []
-        for rs in self.states:
-            entry = saved.get(rs.rule.name)
-            if entry and entry.get("rule") == _digest(rs.rule):
-                rs.restore({tuple(k): v for k, v in entry["groups"]})
-                restored.append(rs.rule.name)
-        return restored
+        return restore_into(self.states, snap)
 
 
 def _evaluate(rule: Rule, window: np.ndarray) -> dict[str, Any]:
@@ -264,9 +238,3 @@ def _details(rule: Rule, ev: dict[str, Any], g: int) -> dict[str, Any]:
         "window": int(rule.windows[0]),
         "z": round(float(ev["signals"].z[0, g]), 3),
     }
-
-
-def _digest(rule: Rule) -> str:
-    import hashlib
-
-    return hashlib.sha256(repr(rule).encode()).hexdigest()[:16]

@@ -18,6 +18,7 @@ the signals, never on the wall clock, so a replay makes the same transitions.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
@@ -25,8 +26,21 @@ import numpy as np
 
 from streams.alerts.detector import GroupKey, Signals
 from streams.alerts.rules import Rule
+from streams.alerts.text import describe_transition
 
-__all__ = ["FIRING", "INACTIVE", "PENDING", "GroupState", "RuleStates", "Transition", "alert_id"]
+__all__ = [
+    "FIRING",
+    "INACTIVE",
+    "PENDING",
+    "GroupState",
+    "RuleStates",
+    "Transition",
+    "alert_id",
+    "firing_of",
+    "restore_into",
+    "snapshot_of",
+    "transition",
+]
 
 INACTIVE, PENDING, FIRING = 0, 1, 2
 NEVER: Final = -(10**9)
@@ -164,3 +178,66 @@ class RuleStates:
 
     def restore(self, data: dict[GroupKey, dict[str, Any]]) -> None:
         self.groups = {k: GroupState.from_json(v) for k, v in data.items()}
+
+
+def transition(
+    rule: Rule,
+    key: GroupKey,
+    st: GroupState,
+    event: str,
+    minute: int,
+    now: Callable[[], dict[str, Any]],
+) -> Transition:
+    """The transition of a step, described for people; ``now()``: the numbers at this
+    minute (read only for a resolve, which reports them next to those it fired on)."""
+    details = dict(st.details)
+    if event == "resolved":
+        details.update({f"{k}_at_resolve": v for k, v in now().items()})
+        details["resolved_at"] = minute
+    t = Transition(st.alert_id, rule.name, key, event, minute, st.onset, st.fired_at, details)
+    summary, description = describe_transition(rule, t)
+    details["summary"], details["description"] = summary, description
+    if event == "firing":  # kept for re-sends while it fires
+        st.details.update(summary=summary, description=description)
+    return t
+
+
+def firing_of(states: Sequence[RuleStates]) -> list[tuple[Rule, GroupKey, GroupState]]:
+    """(rule, group, state) of every firing alert."""
+    return [
+        (rs.rule, key, st) for rs in states for key, st in rs.groups.items() if st.state == FIRING
+    ]
+
+
+def snapshot_of(minute: int | None, digest: str, states: Sequence[RuleStates]) -> dict[str, Any]:
+    """Everything besides data needed to resume after ``minute`` (the checkpoint's state)."""
+    return {
+        "minute": minute,
+        "rules": digest,
+        "states": {
+            rs.rule.name: {
+                "rule": _rule_digest(rs.rule),
+                "groups": [[list(k), v] for k, v in rs.dump().items()],
+            }
+            for rs in states
+        },
+    }
+
+
+def restore_into(states: Sequence[RuleStates], snap: dict[str, Any]) -> list[str]:
+    """Alert states of a snapshot; a rule whose definition changed starts afresh.
+
+    Returns the names of the rules restored.
+    """
+    saved = snap.get("states", {})
+    restored = []
+    for rs in states:
+        entry = saved.get(rs.rule.name)
+        if entry and entry.get("rule") == _rule_digest(rs.rule):
+            rs.restore({tuple(k): v for k, v in entry["groups"]})
+            restored.append(rs.rule.name)
+    return restored
+
+
+def _rule_digest(rule: Rule) -> str:
+    return hashlib.sha256(repr(rule).encode()).hexdigest()[:16]

@@ -297,20 +297,24 @@ def test_what_a_partition_published_as_final_is_never_rewritten(month: Month, le
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def store(chdb_client: Any, month: Month) -> Iterator[ClickHouseStore]:
-    st = new_migrated_database(chdb_client)
-    rng = random.Random(5)
+def insert_run(st: ClickHouseStore, run: Run, rng: random.Random) -> None:
+    """The rows a run wrote, as the sink writes them: several inserts (parts), in the order
+    written, so FINAL has versions to merge."""
     for table, rows, names in (
-        ("customer_health", month.run.health_rows, HEALTH_COLUMNS),
-        ("customer_risk_changes", month.run.change_rows, CHANGE_COLUMNS),
-        ("feedback_followups", month.run.followup_rows, FOLLOWUP_COLUMNS),
+        ("customer_health", run.health_rows, HEALTH_COLUMNS),
+        ("customer_risk_changes", run.change_rows, CHANGE_COLUMNS),
+        ("feedback_followups", run.followup_rows, FOLLOWUP_COLUMNS),
     ):
-        # Several inserts (parts), in the order written, so FINAL has versions to merge.
         chunk = max(1, len(rows) // rng.randint(3, 6))
         for i in range(0, len(rows), chunk):
             part = rows[i : i + chunk]
             st.insert(table, [list(c) for c in zip(*part, strict=True)], names)
+
+
+@pytest.fixture(scope="module")
+def store(chdb_client: Any, month: Month) -> Iterator[ClickHouseStore]:
+    st = new_migrated_database(chdb_client)
+    insert_run(st, month.run, random.Random(5))
     try:
         yield st
     finally:

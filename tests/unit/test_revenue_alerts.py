@@ -17,16 +17,13 @@ from pipeline.core.metrics import Metrics
 from sinks.alerts.evaluator import AlertEvaluator
 from sinks.alerts.level_store import LevelStore
 from sinks.clickhouse.customer_rows import (
-    CHANGE_COLUMNS,
-    FOLLOWUP_COLUMNS,
-    HEALTH_COLUMNS,
     PROGRESS_COLUMNS,
 )
 from sinks.clickhouse.store import ClickHouseStore
 from streams.alerts.levels import LevelChange, LevelEngine
 from streams.alerts.rules import parse_rules
 from tests.unit.test_clickhouse_contract import new_migrated_database
-from tests.unit.test_customer_month import CUSTOMER_PARTITIONS, Month
+from tests.unit.test_customer_month import CUSTOMER_PARTITIONS, Month, insert_run
 
 MINUTE_US = 60_000_000
 # Thresholds low enough that the month's build-up of risk makes alerts to compare.
@@ -56,16 +53,7 @@ RULES = parse_rules(RULES_TEXT, "month-rules.yaml")
 def store(chdb_client: Any, month: Month) -> Iterator[ClickHouseStore]:
     """The month's rows as the sink writes them, customer_progress included."""
     st = new_migrated_database(chdb_client)
-    rng = random.Random(9)
-    for table, rows, names in (
-        ("customer_health", month.run.health_rows, HEALTH_COLUMNS),
-        ("customer_risk_changes", month.run.change_rows, CHANGE_COLUMNS),
-        ("feedback_followups", month.run.followup_rows, FOLLOWUP_COLUMNS),
-    ):
-        chunk = max(1, len(rows) // rng.randint(3, 6))
-        for i in range(0, len(rows), chunk):
-            part = rows[i : i + chunk]
-            st.insert(table, [list(c) for c in zip(*part, strict=True)], names)
+    insert_run(st, month.run, random.Random(9))
     try:
         yield st
     finally:
