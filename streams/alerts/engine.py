@@ -86,7 +86,10 @@ class Engine:
                 details["z"] = round(float(sig.z[rung, g]), 3)
                 return det.onset(cache, g, rung), details
 
-            for g, st, event in states.step(minute, det.keys, sig, det.lengths, fire):
+            # By group key: leaves (and so groups) are numbered in the order data came,
+            # which differs between a live run, a restart and a replay.
+            steps = states.step(minute, det.keys, sig, det.lengths, fire)
+            for g, st, event in sorted(steps, key=lambda e: det.keys[e[0]]):
                 now = partial(det.describe, cache, g, st.rung)
                 out.append(transition(det.rule, det.keys[g], st, event, minute, now))
         return out

@@ -173,7 +173,8 @@ class LevelEngine:
                 return minute - rule.windows[0] + int(ev["low_at"][g]) + 1, _details(rule, ev, g)
 
             lengths = np.array(rule.windows)
-            for g, st, event in states.step(minute, keys, ev["signals"], lengths, fire):
+            steps = states.step(minute, keys, ev["signals"], lengths, fire)
+            for g, st, event in sorted(steps, key=lambda e: keys[e[0]]):  # as in Engine
                 now = partial(_details, rule, ev, g)
                 out.append(transition(rule, keys[g], st, event, minute, now))
         return out
