@@ -69,10 +69,14 @@ def render_alerts(payload: dict[str, Any]) -> str:
     recent = [a for a in payload.get("recent") or [] if a.get("state") != "firing"]
     lines = [f"firing ({len(firing)}):"] + ([_line(a) for a in firing] or ["  (none)"])
     lines += ["recent (resolved):"] + ([_line(a) for a in recent] or ["  (none)"])
-    evaluated = payload.get("evaluated_minute")
-    lines.append(
-        f"evaluated up to {evaluated[:16].replace('T', ' ') + ' UTC' if evaluated else '-'}"
-    )
+
+    def minute(value: str | None) -> str:
+        return value[:16].replace("T", " ") + " UTC" if value else "-"
+
+    line = f"evaluated up to {minute(payload.get('evaluated_minute'))}"
+    if payload.get("levels_evaluated_minute"):
+        line += f" (rise rules: {minute(payload.get('levels_evaluated_minute'))})"
+    lines.append(line)
     return "\n".join(lines)
 
 

@@ -44,11 +44,18 @@ def recent_alerts(store: Store, limit: int = 20) -> list[dict[str, Any]]:
 
 
 def alerts_payload(store: Store, limit: int = 20) -> dict[str, Any]:
-    """What ``GET /alerts`` on the sink and ``cxpulse alerts --json`` return."""
-    row = store.query(f"SELECT max(minute) FROM {store.database}.alert_checkpoints FINAL")
-    evaluated = row[0][0] if row and row[0][0] and row[0][0].year > 1970 else None
+    """What ``GET /alerts`` on the sink and ``cxpulse alerts --json`` return.
+
+    ``evaluated_minute``: where the KPI rules stand; ``levels_evaluated_minute``: where
+    the rise rules stand (their own clock, the customer history's frozen boundary)."""
+    rows = store.query(
+        f"SELECT endsWith(evaluator, ':levels') AS levels, max(minute) "
+        f"FROM {store.database}.alert_checkpoints FINAL GROUP BY levels"
+    )
+    at = {bool(levels): m for levels, m in rows if m and m.year > 1970}
     return {
-        "evaluated_minute": _json(evaluated),
+        "evaluated_minute": _json(at.get(False)),
+        "levels_evaluated_minute": _json(at.get(True)),
         "firing": firing_alerts(store),
         "recent": recent_alerts(store, limit),
     }

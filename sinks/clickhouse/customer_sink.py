@@ -47,9 +47,9 @@ class CustomerSink(BaseSink[Any]):
         self._changes: list[tuple[Any, ...]] = []
         self._followups: list[tuple[Any, ...]] = []
         self._progress: dict[int, tuple[Any, ...]] = {}  # log partition -> newest row
-        # Frozen minute last written per partition: the boundary moves with every batch,
-        # but the alert rules read it by the minute, so one insert per minute of it is enough.
-        self._written_minute: dict[int, int] = {}
+        # (frozen, watermark) minutes last written per partition: both move with every
+        # batch, but they are read by the minute, so one insert per minute of either.
+        self._written_minute: dict[int, tuple[int, int]] = {}
 
     def add(self, record: Any) -> None:
         if record.topic == self.log_topic:
@@ -70,10 +70,10 @@ class CustomerSink(BaseSink[Any]):
                     self._health[row[0]] = row
             self._changes.extend(rows.changes)
             progress = rows.progress
-            if progress is not None:
-                minute = int(progress[2].timestamp()) // 60
-                if minute > self._written_minute.get(record.partition, -1):
-                    self._progress[record.partition] = progress
+            if progress is not None and _minutes(progress) != self._written_minute.get(
+                record.partition
+            ):
+                self._progress[record.partition] = progress
         elif record.topic == self.followups_topic and record.value:
             try:
                 self._followups.append(followup_row(record.value))
@@ -104,7 +104,7 @@ class CustomerSink(BaseSink[Any]):
         self._changes.clear()
         self._followups.clear()
         for partition, row in self._progress.items():
-            self._written_minute[partition] = int(row[2].timestamp()) // 60
+            self._written_minute[partition] = _minutes(row)
         self._progress.clear()
         return written
 
@@ -118,3 +118,8 @@ class CustomerSink(BaseSink[Any]):
     @property
     def has_pending(self) -> bool:
         return bool(self._health or self._changes or self._followups or self._progress)
+
+
+def _minutes(progress: tuple[Any, ...]) -> tuple[int, int]:
+    """(frozen, watermark) of a customer_progress row, in minutes."""
+    return int(progress[2].timestamp()) // 60, int(progress[1].timestamp()) // 60

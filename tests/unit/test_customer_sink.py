@@ -1,4 +1,5 @@
-"""The customer sink's progress rows: after the risk changes, once per minute of boundary."""
+"""The customer sink's progress rows: after the risk changes, once per minute of either
+the frozen boundary or the watermark."""
 
 from __future__ import annotations
 
@@ -42,10 +43,12 @@ def test_progress_goes_last_and_once_per_minute_of_boundary() -> None:
     sink.flush()
     ((table, rows),) = store.inserts
     assert table == "customer_progress" and [r[3] for r in rows] == [2]  # the newest
-    sink.add(meta(0, 3, T0 + 7 * MIN, T0 + MIN + 20_000_000))  # same minute: not again
+    sink.add(meta(0, 3, T0 + 6 * MIN + 1, T0 + MIN + 20_000_000))  # same minutes: not again
     assert not sink.has_pending
-    sink.add(meta(0, 4, T0 + 8 * MIN, T0 + 2 * MIN))
+    sink.add(meta(0, 4, T0 + 7 * MIN, T0 + MIN + 30_000_000))  # the watermark moved on
+    assert sink.has_pending
+    sink.add(meta(0, 5, T0 + 8 * MIN, T0 + 2 * MIN))
     sink.add(meta(1, 9, T0 + 8 * MIN, T0 + MIN))
     sink.flush()
     table, rows = store.inserts[-1]
-    assert table == "customer_progress" and sorted((r[0], r[3]) for r in rows) == [(0, 4), (1, 9)]
+    assert table == "customer_progress" and sorted((r[0], r[3]) for r in rows) == [(0, 5), (1, 9)]

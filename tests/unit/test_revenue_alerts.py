@@ -12,10 +12,13 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from pipeline.cli.alerts import render_alerts
 from pipeline.core.config import Settings
 from pipeline.core.metrics import Metrics
 from sinks.alerts.evaluator import AlertEvaluator
 from sinks.alerts.level_store import LevelStore
+from sinks.alerts.queries import alerts_payload
+from sinks.alerts.store import dt
 from sinks.clickhouse.customer_rows import (
     PROGRESS_COLUMNS,
 )
@@ -173,6 +176,11 @@ def test_the_evaluator_restarted_midway_makes_the_oracles_transitions(
     assert second.levels.minute == end
     gauge = metrics.alert_levels_evaluated_minute._value.get()  # type: ignore[attr-defined]
     assert gauge == end * 60
+    # `cxpulse alerts` tells where each clock stands (no KPI data here: no KPI minute).
+    payload = alerts_payload(store)
+    assert payload["evaluated_minute"] is None
+    assert payload["levels_evaluated_minute"].startswith(dt(end).strftime("%Y-%m-%dT%H:%M"))
+    assert f"(rise rules: {dt(end):%Y-%m-%d %H:%M} UTC)" in render_alerts(payload)
 
     expected = expected_transitions(month.timelines, end)
 

@@ -2,7 +2,8 @@
 -- Placeholders: {db}, {on_cluster}, {engine_prefix}.
 --
 -- Written by the sink from the customer role's watermark record, after the risk changes
--- that precede it in the log, when the frozen boundary enters a new minute. Every customer_risk_changes row of the partition with
+-- that precede it in the log, when the frozen boundary or the watermark enters a new
+-- minute. Every customer_risk_changes row of the partition with
 -- at <= frozen is final: no later evaluation withdraws or adds one. Revenue-at-risk
 -- alerts judge only minutes every partition has frozen (README "Alerts").
 
