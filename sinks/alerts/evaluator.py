@@ -182,17 +182,7 @@ class AlertEvaluator:
         closed = self.io.closed_minute(self.settings.topics.partitions)
         if closed is None or (not self.loaded and not self._load(closed)):
             return []
-        out: list[Transition] = []
-        while self.engine.minute is not None and self.engine.minute < closed:
-            first = self.engine.minute + 1
-            last = min(closed, first + BATCH - 1)
-            deltas = self.io.deltas(first, last)
-            batch: list[Transition] = []
-            for minute in range(first, last + 1):
-                batch.extend(self.engine.advance(minute, deltas.get(minute, [])))
-            self._persist(batch, last)
-            out.extend(batch)
-        return out
+        return self._catch_up(self.engine, closed, self.io.deltas, self.io)
 
     def _evaluate_levels(self) -> list[Transition]:
         """Rise rules: every minute the customer history has frozen since their checkpoint."""
@@ -218,21 +208,32 @@ class AlertEvaluator:
                          restored=len(restored)),
             )  # fmt: skip
             self.levels_loaded = True
+        return self._catch_up(engine, closed, io.changes_by_minute, io.checkpoints)
+
+    def _catch_up(
+        self,
+        engine: Engine | LevelEngine,
+        closed: int,
+        rows_by_minute: Callable[[int, int], dict[int, list[Any]]],
+        checkpoints: AlertStore,
+    ) -> list[Transition]:
+        """Feed ``engine`` every minute up to ``closed`` with the rows that became known at
+        it, in batches of ``BATCH`` minutes, persisting each batch with its checkpoint."""
         out: list[Transition] = []
         while engine.minute is not None and engine.minute < closed:
             first = engine.minute + 1
             last = min(closed, first + BATCH - 1)
-            by_minute: dict[int, list[Any]] = {}
-            for change in io.changes(first, last):
-                by_minute.setdefault(change[1], []).append(change)
+            rows = rows_by_minute(first, last)
             batch: list[Transition] = []
             for minute in range(first, last + 1):
-                batch.extend(engine.advance(minute, by_minute.get(minute, ())))
-            self._persist(batch, last, levels=True)
+                batch.extend(engine.advance(minute, rows.get(minute, [])))
+            self._persist(batch)
+            checkpoints.save_checkpoint(last, self.rules.digest, engine.snapshot())
             out.extend(batch)
         return out
 
-    def _persist(self, transitions: list[Transition], minute: int, *, levels: bool = False) -> None:
+    def _persist(self, transitions: list[Transition]) -> None:
+        """Transitions to ``alerts`` and the outbox (the caller checkpoints after)."""
         rows, entries = [], []
         for t in transitions:
             rule = self.by_rule[t.rule]
@@ -259,12 +260,6 @@ class AlertEvaluator:
             )  # fmt: skip
         self.io.write_alert_rows(rows)
         self.io.write_outbox(entries)
-        if levels:
-            self.level_io.checkpoints.save_checkpoint(
-                minute, self.rules.digest, self.levels.snapshot()
-            )
-        else:
-            self.io.save_checkpoint(minute, self.rules.digest, self.engine.snapshot())
 
     # -- deliver (async) --
 

@@ -80,7 +80,7 @@ class LevelStore:
             SELECT tupleElement(d, 1) AS g, tupleElement(d, 2) AS team,
                 tupleElement(d, 3) AS seg,
                 greatest(intDiv(toUnixTimestamp64Micro(at), 60000000), {int(floor)}) AS m,
-                sum(tupleElement(d, 4)) AS dsum, toString(dsum) AS dv,
+                sum(tupleElement(d, 4)) AS dsum, toInt64(dsum * 1000000) AS dv,
                 sum(tupleElement(d, 5)) AS dc
             FROM _c ARRAY JOIN {_GROUPS} AS d
             WHERE intDiv(toUnixTimestamp64Micro(at), 60000000) >= {int(floor)} OR {int(fold_before)}
@@ -91,15 +91,15 @@ class LevelStore:
         out: list[LevelChange] = []
         for g, team, seg, m, _, dv, dc in self.store.query(sql):
             key = (g, team, "", "", "", seg)
-            out.append((key, int(m), _micro(dv), int(dc)))
+            out.append((key, int(m), int(dv), int(dc)))  # dv: exact millionths
         return out
 
-
-def _micro(decimal_text: str) -> int:
-    """A Decimal(6) printed by ClickHouse, in millionths, exactly."""
-    sign = -1 if decimal_text.startswith("-") else 1
-    whole, _, frac = decimal_text.lstrip("-").partition(".")
-    return sign * (int(whole) * 1_000_000 + int((frac + "000000")[:6]))
+    def changes_by_minute(self, first: int, last: int) -> dict[int, list[LevelChange]]:
+        """:meth:`changes` of ``first..last``, by minute (as ``AlertStore.deltas``)."""
+        out: dict[int, list[LevelChange]] = {}
+        for change in self.changes(first, last):
+            out.setdefault(change[1], []).append(change)
+        return out
 
 
 def _t(minute: int) -> str:
