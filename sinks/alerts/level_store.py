@@ -9,7 +9,7 @@ partition's history is final past it (``customer_progress.frozen``), so what is 
 
 from __future__ import annotations
 
-from sinks.alerts.store import AlertStore
+from sinks.alerts.store import AlertStore, closed_minute
 from sinks.clickhouse.store import Store
 from streams.alerts.levels import LevelChange
 
@@ -34,14 +34,7 @@ class LevelStore:
 
     def closed_minute(self, partitions: int) -> int | None:
         """Last minute whose risk history every customer-log partition has frozen."""
-        rows = self.store.query(
-            f"SELECT count(), min(toUnixTimestamp64Micro(frozen)) "
-            f"FROM {self.db}.customer_progress FINAL"
-        )
-        count, low = rows[0]
-        if int(count) < partitions or low is None:
-            return None
-        return int(low) // 60_000_000 - 1
+        return closed_minute(self.store, "customer_progress", "frozen", partitions)
 
     def first_minute(self, upto: int) -> int | None:
         rows = self.store.query(

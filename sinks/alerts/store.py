@@ -19,7 +19,7 @@ from sinks.clickhouse.store import Store
 from streams.alerts.layout import BINS, COUNTERS, LEAF_GROUPINGS, WIDTH, bin_sql, hist_slice
 from streams.alerts.series import SLOT, LeafKey
 
-__all__ = ["AlertStore", "Row", "dt", "minute_of"]
+__all__ = ["AlertStore", "Row", "closed_minute", "dt", "minute_of"]
 
 Row = tuple[LeafKey, int, np.ndarray]
 _DIMS = "grouping, team, channel, region, priority, segment"
@@ -75,14 +75,7 @@ class AlertStore:
 
     def closed_minute(self, partitions: int) -> int | None:
         """Last minute every source partition's progress has passed (None: not all seen)."""
-        rows = self.store.query(
-            f"SELECT count(), min(toUnixTimestamp(toStartOfMinute(progress))) "
-            f"FROM {self.db}.source_progress FINAL"
-        )
-        count, low = rows[0]
-        if int(count) < partitions or low is None:
-            return None
-        return int(low) // 60 - 1
+        return closed_minute(self.store, "source_progress", "progress", partitions)
 
     def first_minute(self, upto: int) -> int | None:
         rows = self.store.query(
@@ -190,6 +183,19 @@ class AlertStore:
         for e in out:
             e["minute"] = int(e["minute"]) // 60
         return out
+
+
+def closed_minute(store: Store, table: str, column: str, partitions: int) -> int | None:
+    """The last minute before the smallest ``column`` of ``table FINAL`` (one row per
+    partition), once all ``partitions`` have a row; None before."""
+    rows = store.query(
+        f"SELECT count(), min(toUnixTimestamp(toStartOfMinute({column}))) "
+        f"FROM {store.database}.{table} FINAL"
+    )
+    count, low = rows[0]
+    if int(count) < partitions or low is None:
+        return None
+    return int(low) // 60 - 1
 
 
 def _t(minute: int) -> str:
