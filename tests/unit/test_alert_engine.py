@@ -166,7 +166,7 @@ def test_transitions_do_not_depend_on_the_order_leaves_were_first_seen() -> None
         Drop("csat", "billing", 240, 320, 0.2),
         Drop("csat", "tech", 240, 320, 0.2),
     )
-    data = synthetic(420, drops, seed=3)
+    data = synthetic(420, drops, seed=6, start=T0)  # fixed: the same case on every run
     rows = data.known_rows()
     rules = parse_rules(RULES, "t")
     leaves = sorted({leaf for rs in rows.values() for leaf, _, _ in rs})
